@@ -1,0 +1,31 @@
+"""Settings from the environment (prefix ZHIZHI_), built once by `bootstrap`, never at import time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything a deployment may change. Defaults run the embedded single-machine setup."""
+
+    model_config = SettingsConfigDict(env_prefix="ZHIZHI_", env_file=None, extra="ignore")
+
+    database_url: str = Field(default="", description="SQLAlchemy URL; empty means SQLite in data_dir")
+    data_dir: Path = Field(default=Path("var"), description="where the SQLite file, caches and logs live")
+    places_file: Path | None = Field(default=None, description="GeoJSON of the place hierarchy to load")
+    catalogue_dir: Path | None = Field(default=None, description="folder of catalogue files (default: packaged)")
+    timezone: str = "Asia/Shanghai"
+    auto_register: bool = Field(default=True, description="register (立案) located, categorised reports at once")
+    auto_dispatch: bool = Field(default=True, description="dispatch registered cases by the responsibility table")
+    overdue_interval_s: float = Field(default=60.0, description="how often the overdue job runs in `serve`")
+    outbox_interval_s: float = Field(default=2.0, description="how often the outbox worker delivers")
+    webhook_timeout_s: float = 5.0
+    max_body_bytes: int = 1_000_000
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'zhizhi.db').as_posix()}"

@@ -1,0 +1,1 @@
+"""Dispatch engines: from a report's text to a category, a department and a level."""

@@ -1,0 +1,1 @@
+"""The pure domain: no SQL, no HTTP, no clock reads. Time is always passed in."""

@@ -1,0 +1,67 @@
+"""Domain events (past tense) and commands (imperative): bare dataclasses.
+
+Events are recorded by aggregates (`case.events`) and published by the unit of
+work after commit; handlers registered on the message bus take the next step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class Event:
+    """Marker base class for domain events."""
+
+
+@dataclass(frozen=True)
+class CaseReported(Event):
+    case_id: int
+    source: str
+
+
+@dataclass(frozen=True)
+class CaseRegistered(Event):
+    case_id: int
+
+
+@dataclass(frozen=True)
+class CaseDispatched(Event):
+    case_id: int
+    department: str
+    level: int
+
+
+@dataclass(frozen=True)
+class CaseReturned(Event):
+    case_id: int
+    department: str
+
+
+@dataclass(frozen=True)
+class CaseEscalated(Event):
+    case_id: int
+    level: int
+
+
+@dataclass(frozen=True)
+class CaseSupervised(Event):
+    case_id: int
+    department: str
+
+
+@dataclass(frozen=True)
+class CaseOverdue(Event):
+    case_id: int
+    state: str
+    department: str
+
+
+@dataclass(frozen=True)
+class CaseClosed(Event):
+    case_id: int
+    outcome: str
+
+
+#: Events that notify someone outside the process; written to the outbox in the same transaction.
+NOTIFIABLE: tuple[type[Event], ...] = (CaseDispatched, CaseReturned, CaseEscalated, CaseSupervised,
+                                       CaseOverdue, CaseClosed)

@@ -1,0 +1,44 @@
+"""The in-process message bus: commands go to exactly one handler, events to any number."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from zhizhi.domain.events import Event
+from zhizhi.service.commands import Command
+from zhizhi.service.uow import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[..., Any]
+
+
+class MessageBus:
+    """Runs a command, then every event it caused (and the events those caused), in order."""
+
+    def __init__(self, uow: UnitOfWork, command_handlers: dict[type[Command], Handler],
+                 event_handlers: dict[type[Event], list[Handler]]) -> None:
+        self.uow = uow
+        self.command_handlers = command_handlers
+        self.event_handlers = event_handlers
+
+    def handle(self, command: Command) -> Any:
+        handler = self.command_handlers[type(command)]
+        result = handler(command)  # errors propagate to the caller: nothing was committed
+        self._drain()
+        return result
+
+    def _drain(self) -> None:
+        queue: list[Event] = list(self.uow.collect_new_events())
+        while queue:
+            event = queue.pop(0)
+            for handler in self.event_handlers.get(type(event), []):
+                try:
+                    handler(event)
+                except Exception:
+                    # The command already committed; a failing follow-up must not undo it.
+                    # The case stays where it is (e.g. in the dispatcher's queue) and the error is logged.
+                    log.exception("handler %s failed for %s", getattr(handler, "__name__", handler), event)
+                queue.extend(self.uow.collect_new_events())

@@ -1,0 +1,58 @@
+"""Commands: imperative requests to the service layer (bare dataclasses)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from zhizhi.domain.case import Actor
+
+
+class Command:
+    """Marker base class for commands."""
+
+
+@dataclass(frozen=True)
+class ReportCase(Command):
+    """A report from any source. Coordinates (with their CRS) or an address, or both."""
+
+    source: str
+    source_id: str
+    title: str
+    description: str = ""
+    category_code: str | None = None
+    lon: float | None = None
+    lat: float | None = None
+    crs: str = "wgs84"
+    address: str | None = None
+    reporter_name: str | None = None
+    reporter_phone: str | None = None
+    photos: tuple[str, ...] = ()
+    reported_at: datetime | None = None
+    actor: Actor | None = None
+
+
+@dataclass(frozen=True)
+class ActOnCase(Command):
+    """Any action of the case loop on one case. Which fields matter depends on the action."""
+
+    case_id: int
+    action: str
+    actor: Actor
+    note: str = ""
+    department: str | None = None
+    level: str | int | None = None
+    passed: bool | None = None
+    satisfaction: int | None = None
+    photos: tuple[str, ...] = ()
+    place_code: str | None = None
+    category_code: str | None = None
+    at: datetime | None = None
+    data: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CheckOverdue(Command):
+    """The periodic job: mark overdue cases and escalate per policy."""
+
+    now: datetime | None = None

@@ -1,0 +1,312 @@
+"""One handler per use case. Each opens the unit of work, changes one aggregate, and commits.
+
+Reports are committed before anything else happens to them (the acknowledgement
+a citizen or the hotline gets means the report is stored); locating by address,
+registration and dispatch follow as handlers of the events, each in its own
+transaction, so a failure there leaves the case safely in a queue.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from zhizhi.dispatch.keywords import KeywordClassifier
+from zhizhi.domain import events as ev
+from zhizhi.domain.calendar import WorkingCalendar
+from zhizhi.domain.case import SYSTEM, Action, Actor, Case, CaseState
+from zhizhi.domain.catalogue import Catalogue
+from zhizhi.domain.errors import NotFound, ValidationFailed
+from zhizhi.domain.places import Level, Location
+from zhizhi.service.commands import ActOnCase, CheckOverdue, ReportCase
+from zhizhi.service.ports import Clock, Gazetteer
+from zhizhi.service.uow import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+MAX_TEXT = 4000
+SOURCES = ("citizen", "hotline", "grid_worker", "sensor", "open311", "department", "other")
+#: Below this keyword confidence a case waits for a dispatcher to choose the category.
+KEYWORD_MIN_CONFIDENCE = 0.3
+
+
+@dataclass
+class Context:
+    """What handlers need besides the unit of work; built once by `bootstrap`."""
+
+    uow: UnitOfWork
+    catalogue: Catalogue
+    calendar: WorkingCalendar
+    gazetteer: Gazetteer
+    clock: Clock
+    auto_register: bool = True
+    auto_dispatch: bool = True
+    classifier: KeywordClassifier | None = None
+    stats: dict[str, int] = field(default_factory=dict)
+
+    def due(self, category: str | None, step: str, start: datetime) -> datetime | None:
+        """The deadline of a step, from the catalogue, on the working-day calendar."""
+        if category is None:
+            return None
+        policy = self.catalogue.policy(category)
+        duration = policy.step(step)
+        if duration is None:
+            return None
+        return self.calendar.add(start, duration)
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    case_id: int
+    created: bool
+    state: str
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------
+def report_case(cmd: ReportCase, ctx: Context) -> ReportResult:
+    """Validate, locate a point (refusing one outside the city), store, acknowledge."""
+    source = cmd.source.strip().lower()
+    if source not in SOURCES:
+        raise ValidationFailed(f"未知来源 {cmd.source!r} / unknown source; use one of {', '.join(SOURCES)}")
+    if not cmd.source_id or len(cmd.source_id) > 128:
+        raise ValidationFailed("source_id 必填且不超过 128 个字符 / source_id is required (≤ 128 chars)")
+    title = (cmd.title or "").strip()
+    description = (cmd.description or "").strip()
+    if not title and not description:
+        raise ValidationFailed("请描述问题 / a title or description is required")
+    if len(description) > MAX_TEXT:
+        raise ValidationFailed(f"描述不能超过 {MAX_TEXT} 个字符 / description longer than {MAX_TEXT} characters")
+    if cmd.category_code is not None:
+        _known_category(ctx, cmd.category_code)
+    has_point = cmd.lon is not None or cmd.lat is not None
+    if has_point and (cmd.lon is None or cmd.lat is None):
+        raise ValidationFailed("经纬度必须同时提供 / give both longitude and latitude")
+    if not has_point and not (cmd.address and cmd.address.strip()):
+        raise ValidationFailed("请提供位置（经纬度或地址）/ a location (coordinates or address) is required")
+
+    # Locating a point is pure computation: do it before storing so a point outside is refused.
+    location = Location(method="unresolved")
+    if has_point:
+        assert cmd.lon is not None and cmd.lat is not None
+        location = ctx.gazetteer.locate_point(float(cmd.lon), float(cmd.lat), cmd.crs)
+
+    now = ctx.clock.now()
+    with ctx.uow as uow:
+        existing = uow.cases.get_by_source(source, cmd.source_id)
+        if existing is not None:
+            assert existing.id is not None
+            return ReportResult(existing.id, False, existing.state.value)
+        case = Case(
+            id=None, source=source, source_id=cmd.source_id, title=(title or description)[:500],
+            description=description, reported_at=cmd.reported_at or now, category_code=cmd.category_code,
+            location=location, address=(cmd.address or None), reporter_name=cmd.reporter_name,
+            reporter_phone=cmd.reporter_phone, photos=list(cmd.photos),
+        )
+        uow.cases.add(case)
+        case.report(cmd.reported_at or now, cmd.actor or Actor(source, source))
+        uow.commit()
+        assert case.id is not None
+        return ReportResult(case.id, True, case.state.value)
+
+
+def act_on_case(cmd: ActOnCase, ctx: Context) -> Case:
+    """Perform one action of the loop; deadlines come from the catalogue and calendar."""
+    try:
+        action = Action(cmd.action)
+    except ValueError:
+        raise ValidationFailed(
+            f"未知操作 {cmd.action!r} / unknown action", allowed=[a.value for a in Action]
+        ) from None
+    now = cmd.at or ctx.clock.now()
+    with ctx.uow as uow:
+        case = uow.cases.get(cmd.case_id, for_update=True)
+        if case is None:
+            raise NotFound(f"案件 {cmd.case_id} 不存在 / case {cmd.case_id} not found")
+        _apply(case, action, cmd, now, ctx)
+        uow.commit()
+        return case
+
+
+def _apply(case: Case, action: Action, cmd: ActOnCase, now: datetime, ctx: Context) -> None:
+    actor, note, cat = cmd.actor, cmd.note, case.category_code
+    match action:
+        case Action.REGISTER:
+            case.register(now, actor, ctx.due(cat or cmd.category_code, "dispatch", now), note)
+        case Action.REJECT:
+            case.reject(now, actor, note)
+        case Action.DISPATCH | Action.REASSIGN:
+            department, level, why = _target(case, cmd, ctx)
+            due = ctx.due(cat, "accept", now) or ctx.due(cat, "handle", now)
+            if action is Action.DISPATCH:
+                case.dispatch(now, actor, department, level, due, note, reason=why)
+            else:
+                case.reassign(now, actor, department, level, due, note)
+        case Action.ACCEPT:
+            case.accept(now, actor, ctx.due(cat, "handle", case.dispatched_at or now), note)
+        case Action.RETURN:
+            case.return_case(now, actor, note, ctx.due(cat, "dispatch", now))
+        case Action.HANDLE:
+            case.handle(now, actor, note, list(cmd.photos), ctx.due(cat, "verify", now))
+        case Action.VERIFY:
+            if cmd.passed is None:
+                raise ValidationFailed("核查需要给出结论 passed=true/false / verification needs passed=true|false")
+            case.verify(now, actor, bool(cmd.passed), note, ctx.due(cat, "handle", now))
+        case Action.EVALUATE:
+            if cmd.satisfaction is None:
+                raise ValidationFailed("评价需要满意度 1–5 / evaluation needs a satisfaction from 1 to 5")
+            case.evaluate(now, actor, cmd.satisfaction, note)
+        case Action.ESCALATE:
+            case.escalate(now, actor, note, ctx.due(cat, "dispatch", now))
+        case Action.SUSPEND:
+            case.suspend(now, actor, note)
+        case Action.RESUME:
+            case.resume(now, actor, note)
+        case Action.SUPERVISE:
+            case.supervise(now, actor, note)
+        case Action.REOPEN:
+            reopen_days = ctx.catalogue.reopen_days(cat) if cat else 7
+            case.reopen(now, actor, note, reopen_days, ctx.due(cat, "handle", now))
+        case Action.LOCATE:
+            if not cmd.place_code or ctx.gazetteer.place(cmd.place_code) is None:
+                raise ValidationFailed(f"未知地点 {cmd.place_code!r} / unknown place code")
+            loc = ctx.gazetteer.location_of(cmd.place_code)
+            case.locate(now, actor, Location(**{**_loc_dict(loc), "method": "manual", "confidence": 1.0}), note)
+        case Action.CATEGORISE:
+            if not cmd.category_code:
+                raise ValidationFailed("请选择类别 / choose a category")
+            _known_category(ctx, cmd.category_code)
+            case.categorise(now, actor, cmd.category_code, note)
+
+
+def _target(case: Case, cmd: ActOnCase, ctx: Context) -> tuple[str, Level, dict[str, Any]]:
+    """The department and level: as chosen by the dispatcher, else from the responsibility table."""
+    if case.category_code is None:
+        raise ValidationFailed("派遣前需要确定类别 / categorise the case before dispatching it")
+    level = _parse_level(cmd.level) if cmd.level is not None else None
+    if cmd.department:
+        try:
+            ctx.catalogue.department(cmd.department)
+        except Exception:
+            raise ValidationFailed(f"未知部门 {cmd.department!r} / unknown department") from None
+        return cmd.department, level or case.level or Level.STREET, {"by": "dispatcher"}
+    resp = ctx.catalogue.responsible(case.category_code, _lineage(case.location))
+    chosen_level = level or (case.level if case.level is not None and case.level < resp.level else resp.level)
+    return resp.department_code, chosen_level, {"by": "responsibility", "rule_area": resp.rule.area}
+
+
+def check_overdue(cmd: CheckOverdue, ctx: Context) -> dict[str, int]:
+    """Mark newly overdue cases and escalate those overdue past their policy (督办 + 上报)."""
+    now = cmd.now or ctx.clock.now()
+    marked = escalated = 0
+    with ctx.uow as uow:
+        for case in uow.cases.overdue_candidates(now):
+            if case.mark_overdue(now):
+                marked += 1
+        uow.commit()
+    # Escalation: a separate pass over cases already overdue long enough.
+    with ctx.uow as uow:
+        from zhizhi.adapters.repository import CaseFilter
+
+        page, _ = uow.cases.list(CaseFilter(states=[CaseState.DISPATCHED.value, CaseState.HANDLING.value],
+                                            overdue_at=now, limit=1000))
+        for summary in page:
+            case = uow.cases.get(summary.id or 0)
+            if case is None or case.overdue_since is None or case.category_code is None:
+                continue
+            policy = ctx.catalogue.escalation(case.category_code)
+            hours = (now - case.overdue_since) / timedelta(hours=1)
+            if hours >= policy.after_overdue_hours and (case.level or Level.GRID) > Level.CITY:
+                case.escalate(now, SYSTEM, f"超期 {hours:.0f} 小时，按督办规则自动上报 / overdue, escalated by policy",
+                              ctx.due(case.category_code, "dispatch", now))
+                escalated += 1
+        uow.commit()
+    return {"marked_overdue": marked, "escalated": escalated}
+
+
+# --------------------------------------------------------------------------------------------
+# Event handlers: the automatic next steps
+# --------------------------------------------------------------------------------------------
+def triage_reported_case(event: ev.CaseReported, ctx: Context) -> None:
+    """Locate by address and categorise by keywords when needed, then register (立案) if complete."""
+    now = ctx.clock.now()
+    with ctx.uow as uow:
+        case = uow.cases.get(event.case_id)
+        if case is None or case.state is not CaseState.REPORTED:
+            return
+        if case.location.finest is None and case.address:
+            found = ctx.gazetteer.locate_address(case.address + " " + case.title)
+            if found is not None:
+                case.locate(now, SYSTEM, found, f"按地址定位，置信度 {found.confidence:.2f}")
+        if case.category_code is None and ctx.classifier is not None:
+            suggestions = ctx.classifier.suggest(case.title + " " + case.description)
+            if suggestions and suggestions[0].confidence >= KEYWORD_MIN_CONFIDENCE:
+                top = suggestions[0]
+                case.categorise(now, SYSTEM, top.category_code, "按关键词自动分类 / keyword match",
+                                data={"confidence": top.confidence, "matched": list(top.matched)})
+        # Only a located, categorised case can be registered automatically;
+        # the rest wait in the manual-location or dispatcher queue.
+        if ctx.auto_register and case.category_code and case.location.district:
+            case.register(now, SYSTEM, ctx.due(case.category_code, "dispatch", now), "自动立案 / auto-registered")
+        uow.commit()
+
+
+def auto_dispatch(event: ev.CaseRegistered | ev.CaseEscalated, ctx: Context) -> None:
+    """Dispatch by the responsibility table (category × area → department, level)."""
+    if not ctx.auto_dispatch:
+        return
+    now = ctx.clock.now()
+    with ctx.uow as uow:
+        case = uow.cases.get(event.case_id)
+        if case is None or case.state is not CaseState.REGISTERED or case.category_code is None:
+            return
+        resp = ctx.catalogue.responsible(case.category_code, _lineage(case.location))
+        level = resp.level
+        if isinstance(event, ev.CaseEscalated) and case.level is not None:
+            level = case.level  # escalated: the level above takes it, whatever the default
+            resp = _responsible_at(ctx, case, level) or resp
+        department = ctx.catalogue.department(resp.department_code)
+        due = ctx.due(case.category_code, "accept", now) or ctx.due(case.category_code, "handle", now)
+        category = ctx.catalogue.category(case.category_code)
+        note = f"派遣至{department.name_zh}（{level.label_zh}级处置），依据：{category.name_zh}在本区域的责任规则"
+        case.dispatch(now, SYSTEM, resp.department_code, level, due, note,
+                      reason={"by": "responsibility", "rule_area": resp.rule.area})
+        uow.commit()
+
+
+def _responsible_at(ctx: Context, case: Case, level: Level) -> Any:
+    """After an escalation keep the responsible department but at the higher level."""
+    try:
+        resp = ctx.catalogue.responsible(case.category_code or "", _lineage(case.location))
+    except Exception:
+        return None
+    return type(resp)(department_code=resp.department_code, level=level, rule=resp.rule)
+
+
+# --------------------------------------------------------------------------------------------
+def _lineage(loc: Location) -> list[str]:
+    return [c for c in (loc.city, loc.district, loc.street, loc.community, loc.grid) if c]
+
+
+def _loc_dict(loc: Location) -> dict[str, Any]:
+    return {
+        "city": loc.city, "district": loc.district, "street": loc.street, "community": loc.community,
+        "grid": loc.grid, "lon": loc.lon, "lat": loc.lat, "extra": dict(loc.extra),
+    }
+
+
+def _parse_level(value: str | int) -> Level:
+    try:
+        return Level.parse(value)
+    except ValueError as exc:
+        raise ValidationFailed(str(exc)) from None
+
+
+def _known_category(ctx: Context, code: str) -> None:
+    try:
+        ctx.catalogue.category(code)
+    except Exception:
+        raise ValidationFailed(f"未知类别 {code!r} / unknown category", field="category_code") from None

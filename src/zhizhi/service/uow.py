@@ -1,0 +1,69 @@
+"""Unit of work: one transaction; rolls back unless committed; writes the outbox in the same commit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any, Self
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from zhizhi.adapters.orm import OutboxRow
+from zhizhi.adapters.repository import CaseRepository
+from zhizhi.domain import events as ev
+
+
+class UnitOfWork:
+    """`with uow: ...; uow.commit()` — the only way handlers touch storage."""
+
+    cases: CaseRepository
+    session: Session
+
+    def __init__(self, session_factory: sessionmaker[Session],
+                 outbox_router: Callable[[ev.Event], list[dict[str, Any]]] | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        self._session_factory = session_factory
+        self._outbox_router = outbox_router
+        self._clock = clock
+        self._pending_events: list[ev.Event] = []
+        self._outboxed: dict[int, int] = {}
+
+    def __enter__(self) -> Self:
+        self.session = self._session_factory()
+        self.cases = CaseRepository(self.session)
+        self._outboxed = {}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.rollback()
+        self.session.close()
+
+    def commit(self) -> None:
+        """Save cases, write their notifiable events to the outbox, then commit — all or nothing."""
+        self.cases.save_all()
+        self._write_outbox()
+        self.session.commit()
+        # Events are released only after the commit: nothing is announced that was not stored.
+        for case in self.cases.seen.values():
+            self._pending_events.extend(case.events)
+            case.events.clear()
+
+    def rollback(self) -> None:
+        self.session.rollback()
+
+    def collect_new_events(self) -> Iterator[ev.Event]:
+        while self._pending_events:
+            yield self._pending_events.pop(0)
+
+    def _write_outbox(self) -> None:
+        if self._outbox_router is None:
+            return
+        now = self._clock() if self._clock else None
+        for case in self.cases.seen.values():
+            start = self._outboxed.get(id(case), 0)
+            for event in case.events[start:]:
+                if not isinstance(event, ev.NOTIFIABLE):
+                    continue
+                for message in self._outbox_router(event):
+                    self.session.add(OutboxRow(created_at=now, next_attempt_at=now, attempts=0, **message))
+            self._outboxed[id(case)] = len(case.events)
