@@ -1,0 +1,1 @@
+"""Adapters: the outside world (files, databases, brokers) behind the domain's ports."""

@@ -1,0 +1,1 @@
+"""HTTP entry points: the REST API (and later Open311 and SensorThings)."""
