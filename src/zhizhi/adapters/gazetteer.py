@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from zhizhi.domain.places import Level, Location, Place
@@ -49,3 +51,40 @@ class GeoGazetteer:
         for p in [*self.hierarchy.ancestors(code), self.hierarchy.get(code)]:
             codes[p.level.name.lower()] = p.code
         return Location(method="manual", confidence=1.0, **codes)
+
+
+class LazyGazetteer:
+    """Loads the hierarchy from storage on first use, so commands that never locate stay fast."""
+
+    def __init__(self, load: Callable[[], GeoGazetteer]) -> None:
+        self._load = load
+        self._real: GeoGazetteer | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def real(self) -> GeoGazetteer:
+        if self._real is None:
+            with self._lock:
+                if self._real is None:
+                    self._real = self._load()
+        return self._real
+
+    def reload(self) -> None:
+        """Forget the loaded hierarchy (after `places load`); the next use reads it again."""
+        self._real = None
+
+    @property
+    def hierarchy(self) -> PlaceHierarchy:
+        return self.real.hierarchy
+
+    def locate_point(self, lon: float, lat: float, crs: str = "wgs84") -> Location:
+        return self.real.locate_point(lon, lat, crs)
+
+    def locate_address(self, text: str) -> Location | None:
+        return self.real.locate_address(text)
+
+    def place(self, code: str) -> Place | None:
+        return self.real.place(code)
+
+    def location_of(self, code: str) -> Location:
+        return self.real.location_of(code)

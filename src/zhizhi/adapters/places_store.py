@@ -13,7 +13,7 @@ import shapely
 from sqlalchemy import Engine, delete, func, insert, select
 
 from zhizhi.adapters.orm import PlaceRow
-from zhizhi.domain.places import Place
+from zhizhi.domain.places import Level, Place
 from zhizhi.geo.hierarchy import PlaceHierarchy
 
 
@@ -54,7 +54,7 @@ def load_hierarchy(engine: Engine) -> PlaceHierarchy:
     wkb = np.array([r.geometry_wkb for r in rows], dtype=object)
     geoms = shapely.from_wkb(wkb) if len(rows) else []
     items = (
-        (Place(code=r.code, name=r.name, level=r.level, parent_code=r.parent_code,
+        (Place(code=r.code, name=r.name, level=Level(r.level), parent_code=r.parent_code,
                approximate=bool(r.approximate), population=r.population), g)
         for r, g in zip(rows, geoms, strict=True)
     )

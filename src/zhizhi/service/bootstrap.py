@@ -94,7 +94,7 @@ def bootstrap(settings: Settings | None = None, *, gazetteer: Gazetteer | None =
 
 def load_gazetteer(engine: Engine, cache_dir: Path | None = None) -> Gazetteer:
     """The place hierarchy stored in the database, behind the geo engine."""
-    from zhizhi.adapters.gazetteer import GeoGazetteer
+    from zhizhi.adapters.gazetteer import GeoGazetteer, LazyGazetteer
     from zhizhi.adapters.places_store import load_hierarchy
 
-    return GeoGazetteer(load_hierarchy(engine), cache_dir=cache_dir)
+    return LazyGazetteer(lambda: GeoGazetteer(load_hierarchy(engine), cache_dir=cache_dir))
