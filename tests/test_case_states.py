@@ -63,22 +63,38 @@ def perform(c: Case, action: Action, t: datetime | None = None) -> None:
     due = t + timedelta(hours=4)
     actor = HANDLER if action in (Action.ACCEPT, Action.RETURN, Action.HANDLE) else DISPATCHER
     match action:
-        case Action.REGISTER: c.register(t, actor, due)
-        case Action.REJECT: c.reject(t, actor, "不属于受理范围")
-        case Action.DISPATCH: c.dispatch(t, actor, "chengguan", Level.STREET, due)
-        case Action.ACCEPT: c.accept(t, actor, due)
-        case Action.RETURN: c.return_case(t, actor, "非本部门职责", due)
-        case Action.REASSIGN: c.reassign(t, actor, "chengguan", Level.STREET, due, "改派城管")
-        case Action.HANDLE: c.handle(t, actor, "已处理", [], due)
-        case Action.VERIFY: c.verify(t, actor, True, "通过", None)
-        case Action.EVALUATE: c.evaluate(t, actor, 4)
-        case Action.ESCALATE: c.escalate(t, actor, "需要上级协调", due)
-        case Action.SUSPEND: c.suspend(t, actor, "等待材料")
-        case Action.RESUME: c.resume(t, actor)
-        case Action.SUPERVISE: c.supervise(t, actor, "请加快办理")
-        case Action.REOPEN: c.reopen(t, actor, "问题复发", 7, due)
-        case Action.LOCATE: c.locate(t, actor, LOC)
-        case Action.CATEGORISE: c.categorise(t, actor, "C0102")
+        case Action.REGISTER:
+            c.register(t, actor, due)
+        case Action.REJECT:
+            c.reject(t, actor, "不属于受理范围")
+        case Action.DISPATCH:
+            c.dispatch(t, actor, "chengguan", Level.STREET, due)
+        case Action.ACCEPT:
+            c.accept(t, actor, due)
+        case Action.RETURN:
+            c.return_case(t, actor, "非本部门职责", due)
+        case Action.REASSIGN:
+            c.reassign(t, actor, "chengguan", Level.STREET, due, "改派城管")
+        case Action.HANDLE:
+            c.handle(t, actor, "已处理", [], due)
+        case Action.VERIFY:
+            c.verify(t, actor, True, "通过", None)
+        case Action.EVALUATE:
+            c.evaluate(t, actor, 4)
+        case Action.ESCALATE:
+            c.escalate(t, actor, "需要上级协调", due)
+        case Action.SUSPEND:
+            c.suspend(t, actor, "等待材料")
+        case Action.RESUME:
+            c.resume(t, actor)
+        case Action.SUPERVISE:
+            c.supervise(t, actor, "请加快办理")
+        case Action.REOPEN:
+            c.reopen(t, actor, "问题复发", 7, due)
+        case Action.LOCATE:
+            c.locate(t, actor, LOC)
+        case Action.CATEGORISE:
+            c.categorise(t, actor, "C0102")
 
 
 EXPECTED_TARGET = {

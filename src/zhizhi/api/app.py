@@ -41,6 +41,14 @@ from zhizhi.service.commands import ActOnCase, CheckOverdue, ReportCase
 log = logging.getLogger(__name__)
 
 
+def get_zz(request: Request) -> Zhizhi:
+    """The wired application the app was built with (one per app, never a global)."""
+    return request.app.state.zz  # type: ignore[no-any-return]
+
+
+ZZ = Annotated[Zhizhi, Depends(get_zz)]
+
+
 def create_app(zz: Zhizhi, *, background_jobs: bool = False) -> FastAPI:
     """Build the API over a wired application; `background_jobs` runs the overdue job and outbox worker."""
 
@@ -64,11 +72,6 @@ def create_app(zz: Zhizhi, *, background_jobs: bool = False) -> FastAPI:
     app.state.zz = zz
     problems.install(app)
     _limit_body(app, zz.settings.max_body_bytes)
-
-    def get_zz(request: Request) -> Zhizhi:
-        return request.app.state.zz  # type: ignore[no-any-return]
-
-    ZZ = Annotated[Zhizhi, Depends(get_zz)]
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
@@ -157,6 +160,9 @@ def create_app(zz: Zhizhi, *, background_jobs: bool = False) -> FastAPI:
         lv = Level.parse(level) if level else None
         if parent and parent not in hierarchy:
             raise NotFound(f"地点 {parent} 不存在 / place not found")
+        if parent and lv is None:  # drill-down: the parent's direct children
+            parent_level = hierarchy.get(parent).level
+            lv = Level(parent_level + 1) if parent_level < Level.GRID else parent_level
         fc = hierarchy.to_geojson(level=lv, parent=parent, simplify_m=simplify_m or None)
         return JSONResponse(fc, media_type="application/geo+json")
 

@@ -1,7 +1,7 @@
 """initial schema: places, cases, timeline, outbox
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-23 09:30:37.341955
 """
 from __future__ import annotations
@@ -10,7 +10,6 @@ import sqlalchemy as sa
 from alembic import op
 
 import zhizhi.adapters.orm
-
 
 revision = '0001'
 down_revision = None
