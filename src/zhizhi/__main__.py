@@ -1,0 +1,5 @@
+"""`python -m zhizhi` runs the CLI."""
+
+from zhizhi.cli import app
+
+app()

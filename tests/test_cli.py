@@ -1,0 +1,77 @@
+"""The CLI end to end on a tiny city file: places load/check/locate, cases list/show/act, overdue, init."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from zhizhi.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path: Path, tiny_city: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("ZHIZHI_DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.delenv("ZHIZHI_DATABASE_URL", raising=False)
+    city = tmp_path / "city.geojson"
+    city.write_text(json.dumps(tiny_city, ensure_ascii=False), encoding="utf-8")
+    return city
+
+
+def run(*args: str) -> Any:
+    result = runner.invoke(app, list(args))
+    return result
+
+
+def test_places_check_load_and_locate(env: Path) -> None:
+    r = run("places", "check", str(env))
+    assert r.exit_code == 0, r.output
+    assert "no problems" in r.output
+    r = run("places", "load", str(env))
+    assert r.exit_code == 0 and "stored 31 places" in r.output
+    r = run("places", "locate", "106.66", "29.58")
+    assert r.exit_code == 0 and "江北区" in r.output and "approximate" in r.output
+    r = run("places", "locate", "107.5", "29.58")
+    assert r.exit_code == 2 and "江北区" in r.output  # outside: names the nearest unit
+
+
+def test_places_check_reports_problems_by_feature(env: Path, tiny_city: dict[str, Any], tmp_path: Path) -> None:
+    bad = json.loads(json.dumps(tiny_city))
+    bad["features"][5]["properties"]["parent_code"] = "999999"
+    bad["features"].append(bad["features"][3])  # a duplicate code
+    path = tmp_path / "bad.geojson"
+    path.write_text(json.dumps(bad), encoding="utf-8")
+    r = run("places", "check", str(path))
+    assert r.exit_code == 1
+    assert bad["features"][5]["properties"]["code"] in r.output and "duplicate" in r.output
+    r = run("places", "load", str(path))
+    assert r.exit_code == 1 and "--force" in r.output
+
+
+def test_cases_from_the_terminal(env: Path) -> None:
+    assert run("init", "--places", str(env)).exit_code == 0
+    from zhizhi.config import Settings
+    from zhizhi.service.bootstrap import bootstrap
+    from zhizhi.service.commands import ReportCase
+
+    zz = bootstrap(Settings())
+    cid = zz.handle(ReportCase(source="citizen", source_id="cli-1", title="井盖缺失", category_code="C0101",
+                               lon=106.55, lat=29.55)).case_id
+    zz.engine.dispose()
+    r = run("cases", "list", "--json")
+    assert r.exit_code == 0 and json.loads(r.output)[0]["id"] == cid
+    r = run("cases", "show", str(cid))
+    assert r.exit_code == 0 and "dispatch" in r.output and "allowed now" in r.output
+    r = run("cases", "act", str(cid), "verify", "--passed")
+    assert r.exit_code == 2 and "accept" in r.output  # illegal now, allowed actions listed
+    dept = json.loads(run("cases", "list", "--json").output)[0]["department"]
+    r = run("cases", "act", str(cid), "accept", "--as-department", dept, "--role", "handler")
+    assert r.exit_code == 0 and "handling" in r.output
+    r = run("cases", "show", "424242")
+    assert r.exit_code == 2
+    assert run("overdue").exit_code == 0
