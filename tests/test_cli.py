@@ -75,3 +75,17 @@ def test_cases_from_the_terminal(env: Path) -> None:
     r = run("cases", "show", "424242")
     assert r.exit_code == 2
     assert run("overdue").exit_code == 0
+
+
+def test_locate_a_file_of_points(env: Path, tmp_path: Path) -> None:
+    assert run("places", "load", str(env)).exit_code == 0
+    points = tmp_path / "pts.csv"
+    points.write_text("id,lon,lat\na,106.55,29.55\nb,106.66,29.58\nc,107.5,29.5\n", encoding="utf-8")
+    out = tmp_path / "located.csv"
+    r = run("places", "locate", "--file", str(points), "--out", str(out))
+    assert r.exit_code == 0, r.output
+    import csv
+
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert [r["district"] for r in rows] == ["500103", "500105", ""]
+    assert rows[0]["grid"].startswith("500103") and rows[2]["grid"] == ""

@@ -213,3 +213,40 @@ def _departments():  # type: ignore[no-untyped-def]
     from zhizhi.adapters.catalogue_files import load_catalogue
 
     return load_catalogue().departments()
+
+
+def test_concurrent_change_is_detected_not_overwritten(app) -> None:
+    from sqlalchemy.orm.exc import StaleDataError
+
+    from zhizhi.service.uow import UnitOfWork
+
+    cid = report(app, "cc").case_id
+    now = app.clock.now()
+    first, second = UnitOfWork(app.sessions), UnitOfWork(app.sessions)
+    with first:
+        mine = first.cases.get(cid)
+        with second:
+            theirs = second.cases.get(cid)
+            theirs.supervise(now, DISPATCHER, "请加快")
+            second.commit()
+        mine.supervise(now, DISPATCHER, "我也督办")
+        with pytest.raises(StaleDataError):
+            first.commit()
+    notes = [e.note for e in get(app, cid).timeline]
+    assert "请加快" in notes and "我也督办" not in notes
+
+
+def test_racing_duplicate_report_returns_the_stored_case(app, monkeypatch) -> None:
+    from zhizhi.adapters.repository import CaseRepository
+
+    first = report(app, "race")
+    original = CaseRepository.get_by_source
+    calls = {"n": 0}
+
+    def blind_once(self, source, source_id):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        return None if calls["n"] == 1 else original(self, source, source_id)
+
+    monkeypatch.setattr(CaseRepository, "get_by_source", blind_once)
+    again = report(app, "race")  # the look-up misses; the unique constraint catches the copy
+    assert again.case_id == first.case_id and not again.created

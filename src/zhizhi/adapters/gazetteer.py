@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from zhizhi.domain.places import Level, Location, Place
 from zhizhi.geo.address import AddressLocator
 from zhizhi.geo.hierarchy import PlaceHierarchy
-from zhizhi.geo.locator import Locator
+from zhizhi.geo.locator import LocateResult, Locator
 
 
 class GeoGazetteer:
@@ -28,6 +29,10 @@ class GeoGazetteer:
 
     def locate_point(self, lon: float, lat: float, crs: str = "wgs84") -> Location:
         return self.locator.locate_one(lon, lat, crs)
+
+    def locate_many(self, lon: Any, lat: Any) -> LocateResult:
+        """Vectorised locate of WGS-84 arrays (batch imports, `places locate --file`)."""
+        return self.locator.locate(lon, lat)
 
     def locate_address(self, text: str) -> Location | None:
         match = self.address_locator.locate(text)
@@ -79,6 +84,9 @@ class LazyGazetteer:
 
     def locate_point(self, lon: float, lat: float, crs: str = "wgs84") -> Location:
         return self.real.locate_point(lon, lat, crs)
+
+    def locate_many(self, lon: Any, lat: Any) -> LocateResult:
+        return self.real.locate_many(lon, lat)
 
     def locate_address(self, text: str) -> Location | None:
         return self.real.locate_address(text)

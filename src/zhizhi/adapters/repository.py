@@ -62,8 +62,11 @@ class CaseRepository:
     def save_all(self) -> None:
         """Write every tracked case back and append its new timeline entries."""
         for case_id, case in self.seen.items():
-            row = self._rows[case_id]
-            _to_row(case, row)
+            _to_row(case, self._rows[case_id])
+        # The version-checked UPDATE goes first, so a concurrent change is reported as such
+        # (StaleDataError) rather than as a clash of timeline sequence numbers.
+        self.session.flush()
+        for case_id, case in self.seen.items():
             done = self._persisted_seq.get(case_id, 0)
             for entry in case.timeline[done:]:
                 self.session.add(_entry_row(case_id, entry))

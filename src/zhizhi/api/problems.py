@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from zhizhi.domain.errors import DomainError, IllegalAction, NotFound, OutsideJurisdiction, ValidationFailed
@@ -49,6 +50,12 @@ def install(app: FastAPI) -> None:
                              (400, "请求无法处理 / Request refused"))
         details = {k: _jsonable(v) for k, v in exc.details.items()}
         return problem(status, title, exc.message, exc.code, request.url.path, **details)
+
+    @app.exception_handler(StaleDataError)
+    async def _stale(request: Request, exc: StaleDataError) -> JSONResponse:
+        return problem(409, "案件已被他人修改 / Changed by someone else",
+                       "案件在您操作时已被他人修改，请刷新后重试 / the case changed meanwhile; reload and retry",
+                       "concurrent-change", request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

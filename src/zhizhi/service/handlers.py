@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+
 from zhizhi.dispatch.keywords import KeywordClassifier
 from zhizhi.domain import events as ev
 from zhizhi.domain.calendar import WorkingCalendar
@@ -95,6 +97,19 @@ def report_case(cmd: ReportCase, ctx: Context) -> ReportResult:
         location = ctx.gazetteer.locate_point(float(cmd.lon), float(cmd.lat), cmd.crs)
 
     now = ctx.clock.now()
+    try:
+        return _store_report(cmd, ctx, source, title, description, location, now)
+    except IntegrityError:
+        # Two copies of one report raced past the look-up; the unique (source, source_id) kept one.
+        with ctx.uow as uow:
+            existing = uow.cases.get_by_source(source, cmd.source_id)
+            if existing is None or existing.id is None:
+                raise
+            return ReportResult(existing.id, False, existing.state.value)
+
+
+def _store_report(cmd: ReportCase, ctx: Context, source: str, title: str, description: str,
+                  location: Location, now: datetime) -> ReportResult:
     with ctx.uow as uow:
         existing = uow.cases.get_by_source(source, cmd.source_id)
         if existing is not None:
