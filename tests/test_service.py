@@ -250,3 +250,24 @@ def test_racing_duplicate_report_returns_the_stored_case(app, monkeypatch) -> No
     monkeypatch.setattr(CaseRepository, "get_by_source", blind_once)
     again = report(app, "race")  # the look-up misses; the unique constraint catches the copy
     assert again.case_id == first.case_id and not again.created
+
+
+def test_batch_of_reports_one_outcome_each(app) -> None:
+    from zhizhi.service.commands import ReportCases
+
+    good = ReportCase(source="hotline", source_id="b1", title="路灯不亮", category_code="C0102", lon=106.55, lat=29.55)
+    outside = ReportCase(source="hotline", source_id="b2", title="路灯不亮", lon=107.5, lat=29.55)
+    by_address = ReportCase(source="hotline", source_id="b3", title="垃圾没人清运", address="江北区石马河街道")
+    nowhere = ReportCase(source="hotline", source_id="b4", title="路灯不亮", address="不知道在哪")
+    first = report(app, "b0", source="hotline")
+    outcomes = app.handle(ReportCases((good, outside, by_address, good, nowhere,
+                                       ReportCase(source="hotline", source_id="b0", title="x", lon=106.55,
+                                                  lat=29.55))))
+    assert len(outcomes) == 6
+    assert outcomes[0].created and isinstance(outcomes[1], OutsideJurisdiction)
+    assert outcomes[3].case_id == outcomes[0].case_id and not outcomes[3].created  # repeated in the batch
+    assert outcomes[5].case_id == first.case_id and not outcomes[5].created  # stored before
+    assert get(app, outcomes[0].case_id).state is CaseState.DISPATCHED
+    case = get(app, outcomes[2].case_id)
+    assert case.location.street == "500105002" and case.state is CaseState.DISPATCHED
+    assert get(app, outcomes[4].case_id).state is CaseState.REPORTED  # waits for manual location

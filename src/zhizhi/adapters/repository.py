@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from zhizhi.adapters.orm import CaseEventRow, CaseRow
@@ -51,26 +51,38 @@ class CaseRepository:
     # -- writes ------------------------------------------------------------------------------
     def add(self, case: Case) -> Case:
         """Insert and flush so the case has its id before any event is recorded."""
-        row = CaseRow(version=1)
-        _to_row(case, row)
-        self.session.add(row)
+        return self.add_many([case])[0]
+
+    def add_many(self, cases: list[Case]) -> list[Case]:
+        """Insert many cases with one flush (a batched INSERT … RETURNING on both backends)."""
+        rows = []
+        for case in cases:
+            row = CaseRow(version=1)
+            _to_row(case, row)
+            rows.append(row)
+        self.session.add_all(rows)
         self.session.flush()
-        case.id = row.id
-        self._track(case, row, persisted_seq=0)
-        return case
+        for case, row in zip(cases, rows, strict=True):
+            case.id = row.id
+            self._track(case, row, persisted_seq=0)
+        return cases
 
     def save_all(self) -> None:
-        """Write every tracked case back and append its new timeline entries."""
+        """Write back what changed in every tracked case and append its new timeline entries."""
         for case_id, case in self.seen.items():
             _to_row(case, self._rows[case_id])
         # The version-checked UPDATE goes first, so a concurrent change is reported as such
         # (StaleDataError) rather than as a clash of timeline sequence numbers.
         self.session.flush()
+        new_entries: list[dict[str, Any]] = []
         for case_id, case in self.seen.items():
             done = self._persisted_seq.get(case_id, 0)
-            for entry in case.timeline[done:]:
-                self.session.add(_entry_row(case_id, entry))
+            new_entries.extend(_entry_values(case_id, entry) for entry in case.timeline[done:])
             self._persisted_seq[case_id] = len(case.timeline)
+        if new_entries:
+            # The timeline is append-only and nothing reads the new ids back, so a plain
+            # executemany INSERT does (no RETURNING, one statement text for the driver to parse).
+            self.session.execute(insert(CaseEventRow), new_entries)
 
     # -- reads -------------------------------------------------------------------------------
     def get(self, case_id: int, *, for_update: bool = False) -> Case | None:
@@ -81,6 +93,35 @@ class CaseRepository:
             stmt = stmt.with_for_update()
         row = self.session.scalars(stmt).first()
         return self._load(row) if row is not None else None
+
+    def get_many(self, case_ids: list[int]) -> list[Case]:
+        """Load several cases with two queries (cases, then all their timelines); order kept."""
+        missing = sorted({i for i in case_ids if i not in self.seen})
+        for start in range(0, len(missing), 1000):
+            chunk = missing[start:start + 1000]
+            rows = self.session.scalars(select(CaseRow).where(CaseRow.id.in_(chunk))).all()
+            entries: dict[int, list[TimelineEntry]] = {}
+            for e in self.session.scalars(
+                select(CaseEventRow).where(CaseEventRow.case_id.in_(chunk)).order_by(CaseEventRow.case_id,
+                                                                                    CaseEventRow.seq)
+            ):
+                entries.setdefault(e.case_id, []).append(_entry_from_row(e))
+            for row in rows:
+                timeline = entries.get(row.id, [])
+                self._track(_from_row(row, timeline), row, persisted_seq=len(timeline))
+        return [self.seen[i] for i in case_ids if i in self.seen]
+
+    def existing_by_source(self, source: str, source_ids: list[str]) -> dict[str, tuple[int, str]]:
+        """source_id → (case id, state) for the ids already stored (one query per thousand)."""
+        found: dict[str, tuple[int, str]] = {}
+        ids = sorted(set(source_ids))
+        for start in range(0, len(ids), 1000):
+            rows = self.session.execute(
+                select(CaseRow.id, CaseRow.source_id, CaseRow.state)
+                .where(CaseRow.source == source, CaseRow.source_id.in_(ids[start:start + 1000]))
+            ).all()
+            found.update({r.source_id: (r.id, r.state) for r in rows})
+        return found
 
     def get_by_source(self, source: str, source_id: str) -> Case | None:
         row = self.session.scalars(
@@ -132,6 +173,8 @@ class CaseRepository:
         self.seen[case.id] = case
         self._rows[case.id] = row
         self._persisted_seq[case.id] = persisted_seq
+        if "_zz_written" not in row.__dict__:  # loaded: the row holds exactly these values
+            row.__dict__["_zz_written"] = _row_values(case)
 
 
 def _filtered(stmt: Select[Any], f: CaseFilter) -> Select[Any]:
@@ -173,25 +216,42 @@ def _filtered(stmt: Select[Any], f: CaseFilter) -> Select[Any]:
 
 
 def _to_row(c: Case, r: CaseRow) -> None:
+    """Copy the case onto its row, touching only columns whose value changed.
+
+    An unchanged case then costs no UPDATE (and no version bump), and `updated_at`
+    moves only when something else did. The last values written are kept on the row
+    object (`_zz_written`) so the comparison is between plain dicts, not through the
+    ORM's instrumented attributes.
+    """
+    values = _row_values(c)
+    written: dict[str, Any] = r.__dict__.get("_zz_written") or {}
+    changed = False
+    for key, value in values.items():
+        if key not in written or written[key] != value:
+            setattr(r, key, value)
+            changed = True
+    r.__dict__["_zz_written"] = values
+    if changed:
+        r.updated_at = datetime.now(UTC)
+
+
+def _row_values(c: Case) -> dict[str, Any]:
     loc = c.location
-    r.source, r.source_id, r.title, r.description = c.source, c.source_id, c.title, c.description
-    r.state = c.state.value
-    r.category_code, r.department_code = c.category_code, c.department_code
-    r.level = int(c.level) if c.level is not None else None
-    r.city_code, r.district_code, r.street_code = loc.city, loc.district, loc.street
-    r.community_code, r.grid_code = loc.community, loc.grid
-    r.lon, r.lat = loc.lon, loc.lat
-    r.location_method, r.location_confidence = loc.method, float(loc.confidence)
-    r.location_extra = dict(loc.extra)
-    r.address, r.reporter_name, r.reporter_phone = c.address, c.reporter_name, c.reporter_phone
-    r.photos = list(c.photos)
-    r.reported_at, r.registered_at, r.dispatched_at = c.reported_at, c.registered_at, c.dispatched_at
-    r.closed_at, r.due_at, r.overdue_since = c.closed_at, c.due_at, c.overdue_since
-    r.suspended_at = c.suspended_at
-    r.suspended_from = c.suspended_from.value if c.suspended_from else None
-    r.satisfaction, r.evaluation_comment = c.satisfaction, c.evaluation_comment
-    r.supervise_count, r.return_count = c.supervise_count, c.return_count
-    r.updated_at = datetime.now(UTC)
+    return {
+        "source": c.source, "source_id": c.source_id, "title": c.title, "description": c.description,
+        "state": c.state.value, "category_code": c.category_code, "department_code": c.department_code,
+        "level": int(c.level) if c.level is not None else None,
+        "city_code": loc.city, "district_code": loc.district, "street_code": loc.street,
+        "community_code": loc.community, "grid_code": loc.grid, "lon": loc.lon, "lat": loc.lat,
+        "location_method": loc.method, "location_confidence": float(loc.confidence),
+        "location_extra": dict(loc.extra), "address": c.address, "reporter_name": c.reporter_name,
+        "reporter_phone": c.reporter_phone, "photos": list(c.photos), "reported_at": c.reported_at,
+        "registered_at": c.registered_at, "dispatched_at": c.dispatched_at, "closed_at": c.closed_at,
+        "due_at": c.due_at, "overdue_since": c.overdue_since, "suspended_at": c.suspended_at,
+        "suspended_from": c.suspended_from.value if c.suspended_from else None,
+        "satisfaction": c.satisfaction, "evaluation_comment": c.evaluation_comment,
+        "supervise_count": c.supervise_count, "return_count": c.return_count,
+    }
 
 
 def _from_row(r: CaseRow, timeline: list[TimelineEntry]) -> Case:
@@ -230,12 +290,12 @@ def _from_row(r: CaseRow, timeline: list[TimelineEntry]) -> Case:
     )
 
 
-def _entry_row(case_id: int, e: TimelineEntry) -> CaseEventRow:
-    return CaseEventRow(
-        case_id=case_id, seq=e.seq, at=e.at, actor=e.actor, role=e.role, action=e.action,
-        from_state=e.from_state.value if e.from_state else None, to_state=e.to_state.value,
-        note=e.note, attachments=list(e.attachments), data=_jsonable(e.data),
-    )
+def _entry_values(case_id: int, e: TimelineEntry) -> dict[str, Any]:
+    return {
+        "case_id": case_id, "seq": e.seq, "at": e.at, "actor": e.actor, "role": e.role, "action": e.action,
+        "from_state": e.from_state.value if e.from_state else None, "to_state": e.to_state.value,
+        "note": e.note, "attachments": list(e.attachments), "data": _jsonable(e.data),
+    }
 
 
 def _entry_from_row(r: CaseEventRow) -> TimelineEntry:

@@ -24,7 +24,7 @@ from zhizhi.domain.calendar import WorkingCalendar
 from zhizhi.domain.catalogue import Catalogue
 from zhizhi.service import handlers
 from zhizhi.service.bus import MessageBus
-from zhizhi.service.commands import ActOnCase, CheckOverdue, ReportCase
+from zhizhi.service.commands import ActOnCase, CheckOverdue, ReportCase, ReportCases
 from zhizhi.service.ports import Clock, Gazetteer
 from zhizhi.service.uow import UnitOfWork
 
@@ -78,14 +78,15 @@ def bootstrap(settings: Settings | None = None, *, gazetteer: Gazetteer | None =
         uow,
         command_handlers={
             ReportCase: bind(handlers.report_case, ctx=ctx),
+            ReportCases: bind(handlers.report_cases, ctx=ctx),
             ActOnCase: bind(handlers.act_on_case, ctx=ctx),
             CheckOverdue: bind(handlers.check_overdue, ctx=ctx),
         },
         event_handlers={
-            ev.CaseReported: [bind(handlers.triage_reported_case, ctx=ctx)],
             ev.CaseRegistered: [bind(handlers.auto_dispatch, ctx=ctx)],
             ev.CaseEscalated: [bind(handlers.auto_dispatch, ctx=ctx)],
         },
+        batch_handlers={ev.CaseReported: bind(handlers.triage_reported_cases, ctx=ctx)},
     )
     outbox = OutboxWorker(sessions, clock.now, log_file=settings.data_dir / "notifications.jsonl",
                           timeout_s=settings.webhook_timeout_s)

@@ -1,4 +1,10 @@
-"""The in-process message bus: commands go to exactly one handler, events to any number."""
+"""The in-process message bus: commands go to exactly one handler, events to any number.
+
+An event type may also have a *batch* handler: the bus then hands it every queued
+event of that type at once, so a batch of reports is triaged in one transaction
+instead of one each. A single report goes through the very same handler with a
+list of one.
+"""
 
 from __future__ import annotations
 
@@ -19,10 +25,12 @@ class MessageBus:
     """Runs a command, then every event it caused (and the events those caused), in order."""
 
     def __init__(self, uow: UnitOfWork, command_handlers: dict[type[Command], Handler],
-                 event_handlers: dict[type[Event], list[Handler]]) -> None:
+                 event_handlers: dict[type[Event], list[Handler]],
+                 batch_handlers: dict[type[Event], Handler] | None = None) -> None:
         self.uow = uow
         self.command_handlers = command_handlers
         self.event_handlers = event_handlers
+        self.batch_handlers = batch_handlers or {}
 
     def handle(self, command: Command) -> Any:
         handler = self.command_handlers[type(command)]
@@ -34,11 +42,20 @@ class MessageBus:
         queue: list[Event] = list(self.uow.collect_new_events())
         while queue:
             event = queue.pop(0)
-            for handler in self.event_handlers.get(type(event), []):
-                try:
-                    handler(event)
-                except Exception:
-                    # The command already committed; a failing follow-up must not undo it.
-                    # The case stays where it is (e.g. in the dispatcher's queue) and the error is logged.
-                    log.exception("handler %s failed for %s", getattr(handler, "__name__", handler), event)
-                queue.extend(self.uow.collect_new_events())
+            kind = type(event)
+            if kind in self.batch_handlers:
+                batch = [event, *(e for e in queue if type(e) is kind)]
+                queue = [e for e in queue if type(e) is not kind]
+                self._run(self.batch_handlers[kind], batch, event)
+            for handler in self.event_handlers.get(kind, []):
+                self._run(handler, event, event)
+            queue.extend(self.uow.collect_new_events())
+
+    @staticmethod
+    def _run(handler: Handler, arg: Any, event: Event) -> None:
+        try:
+            handler(arg)
+        except Exception:
+            # The command already committed; a failing follow-up must not undo it.
+            # The case stays where it is (e.g. in the dispatcher's queue) and the error is logged.
+            log.exception("handler %s failed for %s", getattr(handler, "__name__", handler), event)

@@ -33,6 +33,13 @@ class ReportCase(Command):
 
 
 @dataclass(frozen=True)
+class ReportCases(Command):
+    """Many reports at once (hotline import): stored in one transaction, one outcome per report."""
+
+    reports: tuple[ReportCase, ...]
+
+
+@dataclass(frozen=True)
 class ActOnCase(Command):
     """Any action of the case loop on one case. Which fields matter depends on the action."""
 

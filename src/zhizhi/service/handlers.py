@@ -20,9 +20,9 @@ from zhizhi.domain import events as ev
 from zhizhi.domain.calendar import WorkingCalendar
 from zhizhi.domain.case import SYSTEM, Action, Actor, Case, CaseState
 from zhizhi.domain.catalogue import Catalogue
-from zhizhi.domain.errors import NotFound, ValidationFailed
+from zhizhi.domain.errors import DomainError, NotFound, ValidationFailed
 from zhizhi.domain.places import Level, Location
-from zhizhi.service.commands import ActOnCase, CheckOverdue, ReportCase
+from zhizhi.service.commands import ActOnCase, CheckOverdue, ReportCase, ReportCases
 from zhizhi.service.ports import Clock, Gazetteer
 from zhizhi.service.uow import UnitOfWork
 
@@ -69,8 +69,17 @@ class ReportResult:
 # --------------------------------------------------------------------------------------------
 # Commands
 # --------------------------------------------------------------------------------------------
-def report_case(cmd: ReportCase, ctx: Context) -> ReportResult:
-    """Validate, locate a point (refusing one outside the city), store, acknowledge."""
+@dataclass(frozen=True)
+class _ValidReport:
+    cmd: ReportCase
+    source: str
+    title: str
+    description: str
+    location: Location
+
+
+def validate_report(cmd: ReportCase, ctx: Context) -> _ValidReport:
+    """Every check a report must pass before it is stored; a point outside the city is refused here."""
     source = cmd.source.strip().lower()
     if source not in SOURCES:
         raise ValidationFailed(f"未知来源 {cmd.source!r} / unknown source; use one of {', '.join(SOURCES)}")
@@ -94,38 +103,99 @@ def report_case(cmd: ReportCase, ctx: Context) -> ReportResult:
     location = Location(method="unresolved")
     if has_point:
         assert cmd.lon is not None and cmd.lat is not None
-        location = ctx.gazetteer.locate_point(float(cmd.lon), float(cmd.lat), cmd.crs)
+        try:
+            location = ctx.gazetteer.locate_point(float(cmd.lon), float(cmd.lat), cmd.crs)
+        except ValueError as exc:  # e.g. an unknown coordinate system
+            raise ValidationFailed(str(exc)) from None
+    return _ValidReport(cmd, source, title, description, location)
 
-    now = ctx.clock.now()
+
+def report_case(cmd: ReportCase, ctx: Context) -> ReportResult:
+    """Validate, locate a point (refusing one outside the city), store, acknowledge."""
+    valid = validate_report(cmd, ctx)
     try:
-        return _store_report(cmd, ctx, source, title, description, location, now)
+        return _store_reports([valid], ctx)[0]
     except IntegrityError:
         # Two copies of one report raced past the look-up; the unique (source, source_id) kept one.
         with ctx.uow as uow:
-            existing = uow.cases.get_by_source(source, cmd.source_id)
+            existing = uow.cases.get_by_source(valid.source, cmd.source_id)
             if existing is None or existing.id is None:
                 raise
             return ReportResult(existing.id, False, existing.state.value)
 
 
-def _store_report(cmd: ReportCase, ctx: Context, source: str, title: str, description: str,
-                  location: Location, now: datetime) -> ReportResult:
+def report_cases(cmd: ReportCases, ctx: Context) -> list[ReportResult | DomainError]:
+    """Many reports in one transaction; a bad one gets its error back without affecting the rest.
+
+    Nothing is acknowledged before the commit. If another writer stored one of the same
+    (source, source id) meanwhile, the batch falls back to one transaction per report.
+    """
+    outcomes: list[ReportResult | DomainError | None] = [None] * len(cmd.reports)
+    valid: list[tuple[int, _ValidReport]] = []
+    for i, report in enumerate(cmd.reports):
+        try:
+            valid.append((i, validate_report(report, ctx)))
+        except DomainError as exc:
+            outcomes[i] = exc
+    if valid:
+        try:
+            stored = _store_reports([v for _, v in valid], ctx)
+        except IntegrityError:
+            log.warning("a batch of %d reports met another writer; storing one by one", len(valid))
+            stored = []
+            for _, v in valid:
+                try:
+                    stored.append(report_case(v.cmd, ctx))
+                except DomainError as exc:
+                    stored.append(exc)  # type: ignore[arg-type]
+        for (i, _), outcome in zip(valid, stored, strict=True):
+            outcomes[i] = outcome
+    return [o for o in outcomes if o is not None]
+
+
+def _store_reports(reports: list[_ValidReport], ctx: Context) -> list[ReportResult]:
+    """One transaction: look the source ids up at once, insert the new cases together, commit."""
+    now = ctx.clock.now()
+    results: list[ReportResult] = []
     with ctx.uow as uow:
-        existing = uow.cases.get_by_source(source, cmd.source_id)
-        if existing is not None:
-            assert existing.id is not None
-            return ReportResult(existing.id, False, existing.state.value)
-        case = Case(
-            id=None, source=source, source_id=cmd.source_id, title=(title or description)[:500],
-            description=description, reported_at=cmd.reported_at or now, category_code=cmd.category_code,
-            location=location, address=(cmd.address or None), reporter_name=cmd.reporter_name,
-            reporter_phone=cmd.reporter_phone, photos=list(cmd.photos),
-        )
-        uow.cases.add(case)
-        case.report(cmd.reported_at or now, cmd.actor or Actor(source, source))
+        known: dict[tuple[str, str], tuple[int, str]] = {}
+        for source in {r.source for r in reports}:
+            ids = [r.cmd.source_id for r in reports if r.source == source]
+            known.update({(source, sid): v for sid, v in uow.cases.existing_by_source(source, ids).items()})
+        fresh: list[tuple[_ValidReport, Case]] = []
+        pending: dict[tuple[str, str], Case] = {}
+        plan: list[tuple[str, str]] = []
+        for r in reports:
+            key = (r.source, r.cmd.source_id)
+            plan.append(key)
+            if key in known or key in pending:
+                continue  # already stored, or repeated inside this batch
+            cmd = r.cmd
+            case = Case(
+                id=None, source=r.source, source_id=cmd.source_id, title=(r.title or r.description)[:500],
+                description=r.description, reported_at=cmd.reported_at or now, category_code=cmd.category_code,
+                location=r.location, address=(cmd.address or None), reporter_name=cmd.reporter_name,
+                reporter_phone=cmd.reporter_phone, photos=list(cmd.photos),
+            )
+            pending[key] = case
+            fresh.append((r, case))
+        uow.cases.add_many([c for _, c in fresh])
+        for r, case in fresh:
+            case.report(r.cmd.reported_at or now, r.cmd.actor or Actor(r.source, r.source))
         uow.commit()
-        assert case.id is not None
-        return ReportResult(case.id, True, case.state.value)
+        created: set[tuple[str, str]] = set()
+        for key in plan:
+            if key in pending and key not in created:
+                created.add(key)
+                case = pending[key]
+                assert case.id is not None
+                results.append(ReportResult(case.id, True, case.state.value))
+            elif key in pending:
+                results.append(ReportResult(pending[key].id or 0, False, pending[key].state.value))
+            else:
+                case_id, state = known[key]
+                results.append(ReportResult(case_id, False, state))
+    return results
 
 
 def act_on_case(cmd: ActOnCase, ctx: Context) -> Case:
@@ -245,13 +315,36 @@ def check_overdue(cmd: CheckOverdue, ctx: Context) -> dict[str, int]:
 # --------------------------------------------------------------------------------------------
 # Event handlers: the automatic next steps
 # --------------------------------------------------------------------------------------------
-def triage_reported_case(event: ev.CaseReported, ctx: Context) -> None:
-    """Locate by address and categorise by keywords when needed, then register (立案) if complete."""
+def triage_reported_cases(events: list[ev.CaseReported], ctx: Context) -> None:
+    """Locate by address and categorise when needed, register (立案) and dispatch — one transaction.
+
+    Runs for a batch of new reports at once (a single report is a batch of one). A case that
+    cannot be completed stays where it is: in the manual-location or the dispatcher's queue.
+    If the shared commit fails, each case is tried again on its own so one bad case cannot
+    hold the others back.
+    """
+    ids = [e.case_id for e in events]
+    try:
+        with ctx.uow as uow:
+            for case in uow.cases.get_many(ids):
+                _triage(case, ctx)
+            uow.commit()
+    except Exception:
+        if len(ids) == 1:
+            raise
+        log.exception("batch triage of %d cases failed; retrying one by one", len(ids))
+        for event in events:
+            try:
+                triage_reported_cases([event], ctx)
+            except Exception:
+                log.exception("triage failed for case %d", event.case_id)
+
+
+def _triage(case: Case, ctx: Context) -> None:
+    if case.state is not CaseState.REPORTED:
+        return
     now = ctx.clock.now()
-    with ctx.uow as uow:
-        case = uow.cases.get(event.case_id)
-        if case is None or case.state is not CaseState.REPORTED:
-            return
+    try:
         if case.location.finest is None and case.address:
             found = ctx.gazetteer.locate_address(case.address + " " + case.title)
             if found is not None:
@@ -262,34 +355,43 @@ def triage_reported_case(event: ev.CaseReported, ctx: Context) -> None:
                 top = suggestions[0]
                 case.categorise(now, SYSTEM, top.category_code, "按关键词自动分类 / keyword match",
                                 data={"confidence": top.confidence, "matched": list(top.matched)})
-        # Only a located, categorised case can be registered automatically;
-        # the rest wait in the manual-location or dispatcher queue.
+        # Only a located, categorised case can be registered automatically.
         if ctx.auto_register and case.category_code and case.location.district:
             case.register(now, SYSTEM, ctx.due(case.category_code, "dispatch", now), "自动立案 / auto-registered")
-        uow.commit()
+            if ctx.auto_dispatch:
+                _dispatch_by_table(case, ctx, now, escalated=False)
+                # Registered and dispatched in one step: the registration needs no follow-up.
+                case.events[:] = [e for e in case.events if not isinstance(e, ev.CaseRegistered)]
+    except DomainError as exc:
+        log.warning("case %s stays for a person: %s", case.id, exc.message)
 
 
 def auto_dispatch(event: ev.CaseRegistered | ev.CaseEscalated, ctx: Context) -> None:
-    """Dispatch by the responsibility table (category × area → department, level)."""
+    """Dispatch by the responsibility table after a manual registration or an escalation."""
     if not ctx.auto_dispatch:
         return
-    now = ctx.clock.now()
     with ctx.uow as uow:
         case = uow.cases.get(event.case_id)
         if case is None or case.state is not CaseState.REGISTERED or case.category_code is None:
             return
-        resp = ctx.catalogue.responsible(case.category_code, _lineage(case.location))
-        level = resp.level
-        if isinstance(event, ev.CaseEscalated) and case.level is not None:
-            level = case.level  # escalated: the level above takes it, whatever the default
-            resp = _responsible_at(ctx, case, level) or resp
-        department = ctx.catalogue.department(resp.department_code)
-        due = ctx.due(case.category_code, "accept", now) or ctx.due(case.category_code, "handle", now)
-        category = ctx.catalogue.category(case.category_code)
-        note = f"派遣至{department.name_zh}（{level.label_zh}级处置），依据：{category.name_zh}在本区域的责任规则"
-        case.dispatch(now, SYSTEM, resp.department_code, level, due, note,
-                      reason={"by": "responsibility", "rule_area": resp.rule.area})
+        _dispatch_by_table(case, ctx, ctx.clock.now(), escalated=isinstance(event, ev.CaseEscalated))
         uow.commit()
+
+
+def _dispatch_by_table(case: Case, ctx: Context, now: datetime, escalated: bool) -> None:
+    """Category × area → department and level; the timeline note says why."""
+    assert case.category_code is not None
+    resp = ctx.catalogue.responsible(case.category_code, _lineage(case.location))
+    level = resp.level
+    if escalated and case.level is not None:
+        level = case.level  # escalated: the level above takes it, whatever the default
+        resp = _responsible_at(ctx, case, level) or resp
+    department = ctx.catalogue.department(resp.department_code)
+    due = ctx.due(case.category_code, "accept", now) or ctx.due(case.category_code, "handle", now)
+    category = ctx.catalogue.category(case.category_code)
+    note = f"派遣至{department.name_zh}（{level.label_zh}级处置），依据：{category.name_zh}在本区域的责任规则"
+    case.dispatch(now, SYSTEM, resp.department_code, level, due, note,
+                  reason={"by": "responsibility", "rule_area": resp.rule.area})
 
 
 def _responsible_at(ctx: Context, case: Case, level: Level) -> Any:
