@@ -89,3 +89,25 @@ def test_locate_a_file_of_points(env: Path, tmp_path: Path) -> None:
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
     assert [r["district"] for r in rows] == ["500103", "500105", ""]
     assert rows[0]["grid"].startswith("500103") and rows[2]["grid"] == ""
+
+
+def test_import_hotline_command(env: Path, tmp_path: Path) -> None:
+    assert run("places", "load", str(env)).exit_code == 0
+    tickets = tmp_path / "tickets.csv"
+    tickets.write_text(
+        "工单编号,来电时间,标题,诉求内容,地址,电话\n"
+        "T1,2026-11-20 09:00:00,路灯不亮,观音桥街道路灯不亮,江北区观音桥街道,13800001111\n"
+        "T2,not a time,井盖缺失,井盖没了,渝中区,13800002222\n"
+        ",2026-11-20 10:00:00,无编号,内容,渝中区,\n",
+        encoding="utf-8",
+    )
+    rejects = tmp_path / "rejects.csv"
+    r = run("import-hotline", str(tickets), "--reject-file", str(rejects))
+    assert r.exit_code == 0, r.output
+    assert "rejected" in r.output or "拒绝" in r.output
+    import csv
+
+    bad = list(csv.DictReader(rejects.open(encoding="utf-8-sig")))
+    assert [b["row"] for b in bad] == ["2", "3"] and all(b["reason"] for b in bad)
+    again = run("import-hotline", str(tickets), "--reject-file", str(rejects))
+    assert again.exit_code == 0 and ("已存在 1" in again.output or "1 existing" in again.output)

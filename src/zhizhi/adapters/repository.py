@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, func, insert, or_, select
+from sqlalchemy import Select, func, insert, or_, select, text
 from sqlalchemy.orm import Session
 
 from zhizhi.adapters.orm import CaseEventRow, CaseRow
@@ -60,6 +60,15 @@ class CaseRepository:
             row = CaseRow(version=1)
             _to_row(case, row)
             rows.append(row)
+        if rows and self.session.get_bind().dialect.name == "postgresql":
+            # Take the ids from the sequence up front: the INSERT then needs no RETURNING and the
+            # driver sends one short statement many times instead of parsing one huge one.
+            ids = self.session.scalars(
+                text("SELECT nextval(pg_get_serial_sequence('cases', 'id')) FROM generate_series(1, :n)"),
+                {"n": len(rows)},
+            ).all()
+            for row, new_id in zip(rows, ids, strict=True):
+                row.id = int(new_id)
         self.session.add_all(rows)
         self.session.flush()
         for case, row in zip(cases, rows, strict=True):
