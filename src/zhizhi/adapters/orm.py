@@ -108,9 +108,8 @@ class CaseRow(Base):
     supervise_count: Mapped[int] = mapped_column(Integer, default=0)
     return_count: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # Optimistic locking: the repository writes `… WHERE id = :id AND version = :read_version`.
     version: Mapped[int] = mapped_column(Integer, default=1)
-
-    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 - optimistic locking
 
 
 class CaseEventRow(Base):

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, func, insert, or_, select, text
+from sqlalchemy import Select, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 
 from zhizhi.adapters.orm import CaseEventRow, CaseRow
 from zhizhi.domain.case import Case, CaseState, TimelineEntry
@@ -45,7 +46,8 @@ class CaseRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
         self.seen: dict[int, Case] = {}
-        self._rows: dict[int, CaseRow] = {}
+        self._written: dict[int, dict[str, Any]] = {}  # the column values the database holds
+        self._version: dict[int, int] = {}
         self._persisted_seq: dict[int, int] = {}
 
     # -- writes ------------------------------------------------------------------------------
@@ -54,12 +56,10 @@ class CaseRepository:
         return self.add_many([case])[0]
 
     def add_many(self, cases: list[Case]) -> list[Case]:
-        """Insert many cases with one flush (a batched INSERT … RETURNING on both backends)."""
-        rows = []
-        for case in cases:
-            row = CaseRow(version=1)
-            _to_row(case, row)
-            rows.append(row)
+        """Insert many cases with one flush (a batched INSERT on both backends)."""
+        now = datetime.now(UTC)
+        values = [_row_values(case) for case in cases]
+        rows = [CaseRow(**v, version=1, updated_at=now) for v in values]
         if rows and self.session.get_bind().dialect.name == "postgresql":
             # Take the ids from the sequence up front: the INSERT then needs no RETURNING and the
             # driver sends one short statement many times instead of parsing one huge one.
@@ -71,18 +71,49 @@ class CaseRepository:
                 row.id = int(new_id)
         self.session.add_all(rows)
         self.session.flush()
-        for case, row in zip(cases, rows, strict=True):
+        for case, row, v in zip(cases, rows, values, strict=True):
             case.id = row.id
-            self._track(case, row, persisted_seq=0)
+            self._track(case, v, version=1, persisted_seq=0)
         return cases
 
     def save_all(self) -> None:
-        """Write back what changed in every tracked case and append its new timeline entries."""
+        """Write back what changed in every tracked case, then append its new timeline entries.
+
+        Only changed columns are written, and cases that changed the same columns share one
+        executemany UPDATE. Each UPDATE is guarded by the version the case was read at
+        (optimistic locking): if another writer changed the case meanwhile, no row matches and
+        StaleDataError is raised, so nothing is silently overwritten.
+        """
+        table = CaseRow.__table__
+        now = datetime.now(UTC)
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        written: list[tuple[int, dict[str, Any]]] = []
         for case_id, case in self.seen.items():
-            _to_row(case, self._rows[case_id])
-        # The version-checked UPDATE goes first, so a concurrent change is reported as such
-        # (StaleDataError) rather than as a clash of timeline sequence numbers.
-        self.session.flush()
+            values = _row_values(case)
+            old = self._written[case_id]
+            diff = {k: v for k, v in values.items() if old.get(k) != v}
+            if not diff:
+                continue
+            params = {f"p_{k}": v for k, v in diff.items()}
+            params.update(p_updated_at=now, b_id=case_id, b_version=self._version[case_id])
+            groups.setdefault(tuple(sorted(diff)), []).append(params)
+            written.append((case_id, values))
+        for keys, params in groups.items():
+            stmt = (
+                update(table)
+                .where(table.c.id == bindparam("b_id"), table.c.version == bindparam("b_version"))
+                .values({k: bindparam(f"p_{k}", type_=table.c[k].type) for k in keys}
+                        | {"updated_at": bindparam("p_updated_at", type_=table.c.updated_at.type),
+                           "version": table.c.version + 1})
+            )
+            result = self.session.execute(stmt, params)
+            if result.rowcount != len(params):  # type: ignore[attr-defined]
+                raise StaleDataError(
+                    f"{len(params) - result.rowcount} of {len(params)} cases changed meanwhile"  # type: ignore[attr-defined]
+                )
+        for case_id, values in written:
+            self._written[case_id] = values
+            self._version[case_id] += 1
         new_entries: list[dict[str, Any]] = []
         for case_id, case in self.seen.items():
             done = self._persisted_seq.get(case_id, 0)
@@ -117,7 +148,8 @@ class CaseRepository:
                 entries.setdefault(e.case_id, []).append(_entry_from_row(e))
             for row in rows:
                 timeline = entries.get(row.id, [])
-                self._track(_from_row(row, timeline), row, persisted_seq=len(timeline))
+                case = _from_row(row, timeline)
+                self._track(case, _row_values(case), row.version, persisted_seq=len(timeline))
         return [self.seen[i] for i in case_ids if i in self.seen]
 
     def existing_by_source(self, source: str, source_ids: list[str]) -> dict[str, tuple[int, str]]:
@@ -174,16 +206,15 @@ class CaseRepository:
             select(CaseEventRow).where(CaseEventRow.case_id == row.id).order_by(CaseEventRow.seq)
         ).all()
         case = _from_row(row, [_entry_from_row(e) for e in entries])
-        self._track(case, row, persisted_seq=len(entries))
+        self._track(case, _row_values(case), row.version, persisted_seq=len(entries))
         return case
 
-    def _track(self, case: Case, row: CaseRow, persisted_seq: int) -> None:
+    def _track(self, case: Case, values: dict[str, Any], version: int, persisted_seq: int) -> None:
         assert case.id is not None
         self.seen[case.id] = case
-        self._rows[case.id] = row
+        self._written[case.id] = values
+        self._version[case.id] = version
         self._persisted_seq[case.id] = persisted_seq
-        if "_zz_written" not in row.__dict__:  # loaded: the row holds exactly these values
-            row.__dict__["_zz_written"] = _row_values(case)
 
 
 def _filtered(stmt: Select[Any], f: CaseFilter) -> Select[Any]:
@@ -222,26 +253,6 @@ def _filtered(stmt: Select[Any], f: CaseFilter) -> Select[Any]:
     if f.needs_dispatch is True:
         stmt = stmt.where(CaseRow.state.in_([CaseState.REPORTED.value, CaseState.REGISTERED.value]))
     return stmt
-
-
-def _to_row(c: Case, r: CaseRow) -> None:
-    """Copy the case onto its row, touching only columns whose value changed.
-
-    An unchanged case then costs no UPDATE (and no version bump), and `updated_at`
-    moves only when something else did. The last values written are kept on the row
-    object (`_zz_written`) so the comparison is between plain dicts, not through the
-    ORM's instrumented attributes.
-    """
-    values = _row_values(c)
-    written: dict[str, Any] = r.__dict__.get("_zz_written") or {}
-    changed = False
-    for key, value in values.items():
-        if key not in written or written[key] != value:
-            setattr(r, key, value)
-            changed = True
-    r.__dict__["_zz_written"] = values
-    if changed:
-        r.updated_at = datetime.now(UTC)
 
 
 def _row_values(c: Case) -> dict[str, Any]:
