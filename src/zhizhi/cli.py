@@ -106,7 +106,8 @@ def demo(
 def import_hotline(
     file: Annotated[Path, typer.Argument(help="CSV or Excel (.xlsx) of 12345 tickets")],
     mapping: Annotated[Path | None, typer.Option(help="TOML/JSON column mapping")] = None,
-    reject_file: Annotated[Path | None, typer.Option(help="where bad rows go (default: FILE.rejects.csv)")] = None,
+    reject_file: Annotated[Path | None, typer.Option(
+        help="where bad rows go (default: DATA_DIR/rejects/FILE.rejects.csv)")] = None,
     source: Annotated[str, typer.Option()] = "hotline",
 ) -> None:
     """Import hotline tickets; idempotent by ticket id; every bad row goes to the reject file with its reason."""
@@ -119,7 +120,8 @@ def import_hotline(
         raise _fail(f"no such file: {file}")
     zz = _boot()
     cols = ColumnMapping.from_file(mapping) if mapping else None
-    rejects = reject_file or file.with_suffix(".rejects.csv")
+    # Not next to the input by default: a hotline export often sits on a read-only share.
+    rejects = reject_file or zz.settings.data_dir / "rejects" / f"{file.stem}.rejects.csv"
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeRemainingColumn(), console=console) as progress:
         task = progress.add_task("importing", total=None)
