@@ -271,3 +271,16 @@ def test_batch_of_reports_one_outcome_each(app) -> None:
     case = get(app, outcomes[2].case_id)
     assert case.location.street == "500105002" and case.state is CaseState.DISPATCHED
     assert get(app, outcomes[4].case_id).state is CaseState.REPORTED  # waits for manual location
+
+
+def test_reports_whose_follow_up_never_ran_are_recovered(app) -> None:
+    from zhizhi.domain import events as ev
+
+    handlers = app.bus.batch_handlers.pop(ev.CaseReported)  # as if the process died after the commit
+    cid = report(app, "crash").case_id
+    assert get(app, cid).state is CaseState.REPORTED
+    app.bus.batch_handlers[ev.CaseReported] = handlers
+    later = app.clock.now() + timedelta(minutes=2)
+    app.clock.fixed = later
+    assert app.handle(CheckOverdue(now=later))["recovered"] == 1
+    assert get(app, cid).state is CaseState.DISPATCHED

@@ -287,6 +287,7 @@ def check_overdue(cmd: CheckOverdue, ctx: Context) -> dict[str, int]:
     """Mark newly overdue cases and escalate those overdue past their policy (督办 + 上报)."""
     now = cmd.now or ctx.clock.now()
     marked = escalated = 0
+    recovered = _recover_untriaged(ctx, now)
     with ctx.uow as uow:
         for case in uow.cases.overdue_candidates(now):
             if case.mark_overdue(now):
@@ -309,7 +310,27 @@ def check_overdue(cmd: CheckOverdue, ctx: Context) -> dict[str, int]:
                               ctx.due(case.category_code, "dispatch", now))
                 escalated += 1
         uow.commit()
-    return {"marked_overdue": marked, "escalated": escalated}
+    return {"marked_overdue": marked, "escalated": escalated, "recovered": recovered}
+
+
+def _recover_untriaged(ctx: Context, now: datetime) -> int:
+    """Complete reports still waiting a minute after intake: their follow-up never ran (a crash
+    between the report's commit and its triage). Register and dispatch them now."""
+    if not ctx.auto_register:
+        return 0
+    from zhizhi.adapters.repository import CaseFilter
+
+    with ctx.uow as uow:
+        page, _ = uow.cases.list(CaseFilter(states=[CaseState.REPORTED.value], reported_to=now - timedelta(minutes=1),
+                                            limit=500))
+        ids = [c.id for c in page if c.id is not None and c.category_code and c.location.district]
+        if not ids:
+            return 0
+        cases = uow.cases.get_many(ids)
+        for case in cases:
+            _triage(case, ctx)
+        uow.commit()
+        return sum(1 for c in cases if c.state is not CaseState.REPORTED)
 
 
 # --------------------------------------------------------------------------------------------
