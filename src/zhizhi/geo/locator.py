@@ -36,7 +36,7 @@ import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -431,18 +431,7 @@ class Locator:
         if source is Crs.WGS84:
             return loc
         extra = {"input_crs": source.value, "input_lon": float(lon), "input_lat": float(lat)}
-        return Location(
-            city=loc.city,
-            district=loc.district,
-            street=loc.street,
-            community=loc.community,
-            grid=loc.grid,
-            lon=loc.lon,
-            lat=loc.lat,
-            method=loc.method,
-            confidence=loc.confidence,
-            extra=extra,
-        )
+        return replace(loc, extra=extra)
 
     def nearest(self, lon: float, lat: float) -> tuple[str, float] | None:
         """Nearest unit (district if there are districts) to a WGS-84 point, with distance in metres."""

@@ -9,7 +9,7 @@ transaction, so a failure there leaves the case safely in a queue.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -46,7 +46,6 @@ class Context:
     auto_register: bool = True
     auto_dispatch: bool = True
     classifier: KeywordClassifier | None = None
-    stats: dict[str, int] = field(default_factory=dict)
 
     def due(self, category: str | None, step: str, start: datetime) -> datetime | None:
         """The deadline of a step, from the catalogue, on the working-day calendar."""
@@ -259,7 +258,7 @@ def _apply(case: Case, action: Action, cmd: ActOnCase, now: datetime, ctx: Conte
             if not cmd.place_code or ctx.gazetteer.place(cmd.place_code) is None:
                 raise ValidationFailed(f"未知地点 {cmd.place_code!r} / unknown place code")
             loc = ctx.gazetteer.location_of(cmd.place_code)
-            case.locate(now, actor, Location(**{**_loc_dict(loc), "method": "manual", "confidence": 1.0}), note)
+            case.locate(now, actor, loc, note)  # location_of: method "manual", confidence 1
         case Action.CATEGORISE:
             if not cmd.category_code:
                 raise ValidationFailed("请选择类别 / choose a category")
@@ -406,7 +405,7 @@ def _dispatch_by_table(case: Case, ctx: Context, now: datetime, escalated: bool)
     level = resp.level
     if escalated and case.level is not None:
         level = case.level  # escalated: the level above takes it, whatever the default
-        resp = _responsible_at(ctx, case, level) or resp
+        resp = replace(resp, level=level)
     department = ctx.catalogue.department(resp.department_code)
     due = ctx.due(case.category_code, "accept", now) or ctx.due(case.category_code, "handle", now)
     category = ctx.catalogue.category(case.category_code)
@@ -415,25 +414,9 @@ def _dispatch_by_table(case: Case, ctx: Context, now: datetime, escalated: bool)
                   reason={"by": "responsibility", "rule_area": resp.rule.area})
 
 
-def _responsible_at(ctx: Context, case: Case, level: Level) -> Any:
-    """After an escalation keep the responsible department but at the higher level."""
-    try:
-        resp = ctx.catalogue.responsible(case.category_code or "", _lineage(case.location))
-    except Exception:
-        return None
-    return type(resp)(department_code=resp.department_code, level=level, rule=resp.rule)
-
-
 # --------------------------------------------------------------------------------------------
 def _lineage(loc: Location) -> list[str]:
     return [c for c in (loc.city, loc.district, loc.street, loc.community, loc.grid) if c]
-
-
-def _loc_dict(loc: Location) -> dict[str, Any]:
-    return {
-        "city": loc.city, "district": loc.district, "street": loc.street, "community": loc.community,
-        "grid": loc.grid, "lon": loc.lon, "lat": loc.lat, "extra": dict(loc.extra),
-    }
 
 
 def _parse_level(value: str | int) -> Level:
