@@ -6,7 +6,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from zhizhi.adapters import db
-from zhizhi.adapters.orm import Base
+from zhizhi.adapters.models import Base
 
 
 def test_migrations_match_models(database_url: str) -> None:

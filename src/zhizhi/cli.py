@@ -19,6 +19,18 @@ places_app = typer.Typer(help="The place hierarchy: load, check, locate.", no_ar
 cases_app = typer.Typer(help="Cases: list, show, act.", no_args_is_help=True)
 app.add_typer(places_app, name="places")
 app.add_typer(cases_app, name="cases")
+
+
+def _add_capability_commands() -> None:
+    """Each capability keeps its commands in its own module (`cli_<capability>.py`)."""
+    from zhizhi import cli_access, cli_dispatch, cli_indicators, cli_sensing
+
+    for module in (cli_dispatch, cli_sensing, cli_access, cli_indicators):
+        for name, sub in module.COMMANDS.items():
+            app.add_typer(sub, name=name)
+
+
+_add_capability_commands()
 console = Console()
 err = Console(stderr=True)
 

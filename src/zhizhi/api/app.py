@@ -208,6 +208,11 @@ def create_app(zz: Zhizhi, *, background_jobs: bool = False) -> FastAPI:
     def actions() -> list[dict[str, str]]:
         return [{"code": a.value, "label": ACTION_ZH[a]} for a in Action]
 
+    # Each capability installs its own routes (one module each; see their docstrings).
+    from zhizhi.api import access, console, dispatch, indicators, open311, sensing, sensorthings
+
+    for capability in (access, dispatch, sensing, sensorthings, open311, indicators, console):
+        capability.install(app, zz)
     return app
 
 
