@@ -1,14 +1,161 @@
-"""Accounts, sessions, API keys, the audit log, person and enterprise records."""
+"""Accounts, sessions, API keys, the audit log, person and enterprise records.
+
+Login is the only route here without credentials; it is throttled per username
+and per client address. Administration needs the `manage_users` right, the
+audit log `read_audit`.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from zhizhi.adapters import audit_log
+from zhizhi.api.deps import CurrentPrincipal, client_origin
+from zhizhi.domain.access import ROLE_ZH, require
+from zhizhi.service import accounts
 
 if TYPE_CHECKING:
     from zhizhi.service.bootstrap import Zhizhi
 
 
+class LoginIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: str = Field(..., min_length=1, max_length=64)
+    password: str = Field(..., min_length=1, max_length=200)
+
+
+class UserOut(BaseModel):
+    id: int | None
+    username: str
+    display_name: str
+    roles: list[str]
+    places: list[str]
+    departments: list[str]
+
+
+class LoginOut(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_at: datetime
+    user: UserOut
+
+
+class UserIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: str = Field(..., min_length=1, max_length=64)
+    password: str | None = Field(None, min_length=1, max_length=200)
+    display_name: str = Field("", max_length=100)
+    roles: list[str] = Field(..., min_length=1, max_length=7)
+    places: list[str] = Field(default_factory=list, max_length=200)
+    departments: list[str] = Field(default_factory=list, max_length=200)
+
+
+class ApiKeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: str = Field(..., min_length=1, max_length=64)
+    name: str = Field(..., min_length=1, max_length=100)
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: datetime
+    user_id: int | None
+    username: str
+    role: str
+    scope: dict[str, Any]
+    action: str
+    target: str
+    detail: dict[str, Any]
+    origin: str
+    hash: str
+
+
 def install(app: FastAPI, zz: Zhizhi) -> None:
     """Add this capability's routes to the app."""
+    throttle = accounts.LoginThrottle(zz.settings.login_max_failures, zz.settings.login_window_s)
+    app.state.login_throttle = throttle
+
+    @app.post("/api/v1/auth/login", operation_id="login", tags=["auth"], response_model=LoginOut,
+              responses={401: {"description": "wrong credentials"}, 429: {"description": "throttled"}})
+    def login(body: LoginIn, request: Request) -> LoginOut:
+        result = accounts.login(zz, body.username, body.password, client_origin(request), throttle)
+        u = result.user
+        return LoginOut(access_token=result.token, expires_at=result.expires_at,
+                        user=UserOut(id=u.id, username=u.username, display_name=u.display_name, roles=u.roles,
+                                     places=u.places, departments=u.departments))
+
+    @app.post("/api/v1/auth/logout", operation_id="logout", tags=["auth"], status_code=204)
+    def logout(principal: CurrentPrincipal, request: Request) -> Response:
+        header = request.headers.get("authorization", "")
+        if header.lower().startswith("bearer "):
+            accounts.logout(zz, header[7:].strip())
+        return Response(status_code=204)
+
+    @app.get("/api/v1/auth/me", operation_id="me", tags=["auth"], response_model=UserOut)
+    def me(principal: CurrentPrincipal) -> UserOut:
+        return UserOut(id=principal.user_id, username=principal.username, display_name=principal.display_name,
+                       roles=sorted(principal.roles), places=list(principal.places),
+                       departments=list(principal.departments))
+
+    @app.get("/api/v1/auth/roles", operation_id="list_roles", tags=["auth"])
+    def roles(principal: CurrentPrincipal) -> list[dict[str, str]]:
+        return [{"code": code, "label": label} for code, label in ROLE_ZH.items()]
+
+    # ---------------------------------------------------------------- administration
+    @app.get("/api/v1/users", operation_id="list_users", tags=["auth"], response_model=list[UserOut])
+    def list_users(principal: CurrentPrincipal) -> list[UserOut]:
+        require(principal, "manage_users")
+        return [UserOut(**{k: v for k, v in u.as_dict().items() if k != "disabled"})
+                for u in accounts.list_users(zz)]
+
+    @app.post("/api/v1/users", operation_id="create_user", tags=["auth"], status_code=201,
+              response_model=UserOut)
+    def create_user(body: UserIn, principal: CurrentPrincipal) -> UserOut:
+        require(principal, "manage_users")
+        uid = accounts.create_user(zz, body.username, body.password, tuple(body.roles), tuple(body.places),
+                                   tuple(body.departments), body.display_name, by=principal)
+        u = accounts.get_user(zz, uid)
+        return UserOut(**{k: v for k, v in u.as_dict().items() if k != "disabled"})
+
+    @app.post("/api/v1/users/{username}/disable", operation_id="disable_user", tags=["auth"], status_code=204)
+    def disable_user(username: str, principal: CurrentPrincipal) -> Response:
+        require(principal, "manage_users")
+        accounts.set_disabled(zz, username, True, by=principal)
+        return Response(status_code=204)
+
+    @app.post("/api/v1/api-keys", operation_id="create_api_key", tags=["auth"], status_code=201)
+    def create_key(body: ApiKeyIn, principal: CurrentPrincipal) -> dict[str, str]:
+        require(principal, "manage_users")
+        return {"api_key": accounts.create_api_key(zz, body.username, body.name, by=principal),
+                "note": "shown once; store it safely / 仅显示一次"}
+
+    # ---------------------------------------------------------------- audit
+    @app.get("/api/v1/audit", operation_id="query_audit", tags=["audit"], response_model=list[AuditOut])
+    def audit(
+        principal: CurrentPrincipal,
+        username: Annotated[str | None, Query(max_length=64)] = None,
+        action: Annotated[str | None, Query(max_length=64)] = None,
+        target: Annotated[str | None, Query(max_length=128)] = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[AuditOut]:
+        require(principal, "read_audit")
+        with zz.uow() as uow:
+            rows = list(audit_log.query(uow.session, username=username, action=action, target=target,
+                                        since=since, until=until, offset=offset, limit=limit))
+            return [AuditOut(id=r.id, at=r.at, user_id=r.user_id, username=r.username, role=r.role,
+                             scope=r.scope, action=r.action, target=r.target, detail=r.detail, origin=r.origin,
+                             hash=r.hash) for r in rows]
+
+    @app.get("/api/v1/audit/verify", operation_id="verify_audit", tags=["audit"])
+    def audit_verify(principal: CurrentPrincipal) -> dict[str, Any]:
+        require(principal, "read_audit")
+        with zz.uow() as uow:
+            v = audit_log.verify(uow.session)
+        return {"ok": v.ok, "rows": v.rows, "head": v.head, "first_bad_id": v.first_bad_id, "reason": v.reason}
