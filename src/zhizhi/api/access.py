@@ -142,7 +142,7 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
         target: Annotated[str | None, Query(max_length=128)] = None,
         since: datetime | None = None,
         until: datetime | None = None,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[AuditOut]:
         require(principal, "read_audit")

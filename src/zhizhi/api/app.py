@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy import text
 
@@ -120,7 +120,7 @@ def create_app(zz: Zhizhi, *, background_jobs: bool = False) -> FastAPI:
         reported_from: datetime | None = None,
         reported_to: datetime | None = None,
         q: Annotated[str | None, Query(max_length=100, description="text search")] = None,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> CasePage:
         states = [s for s in (state or []) if s]
@@ -128,7 +128,8 @@ def create_app(zz: Zhizhi, *, background_jobs: bool = False) -> FastAPI:
         if bad:
             raise ValidationFailed(f"未知状态 {bad} / unknown state", allowed=[c.value for c in CaseState])
         flt = CaseFilter(
-            states=states, level=int(Level.parse(level)) if level else None, area=area, department=department,
+            states=states, level=int(_parsed(Level.parse, level, "level")) if level else None, area=area,
+            department=department,
             category=category, source=source, overdue_at=zz.clock.now() if overdue else None,
             reported_from=_aware(reported_from), reported_to=_aware(reported_to), text=q,
             needs_location=needs_location or None, offset=offset, limit=limit,
@@ -140,7 +141,7 @@ def create_app(zz: Zhizhi, *, background_jobs: bool = False) -> FastAPI:
 
     @app.get("/api/v1/cases/{case_id}", operation_id="get_case", tags=["cases"], response_model=CaseOut)
     def get_case(
-        case_id: int, zz: ZZ, principal: CurrentPrincipal,
+        case_id: CaseId, zz: ZZ, principal: CurrentPrincipal,
         unmask: Annotated[bool, Query(description="show the reporter's personal data (allowed roles; audited)")]
         = False,
     ) -> CaseOut:
@@ -155,7 +156,7 @@ def create_app(zz: Zhizhi, *, background_jobs: bool = False) -> FastAPI:
 
     @app.post("/api/v1/cases/{case_id}/actions", operation_id="act_on_case", tags=["cases"],
               response_model=CaseOut)
-    def act(case_id: int, body: CaseAction, zz: ZZ, principal: CurrentPrincipal) -> CaseOut:
+    def act(case_id: CaseId, body: CaseAction, zz: ZZ, principal: CurrentPrincipal) -> CaseOut:
         # The actor is the authenticated principal (set by the service layer); `body.actor` is ignored.
         actor = acc_actor(principal)
         zz.handle(ActOnCase(
@@ -175,7 +176,7 @@ def create_app(zz: Zhizhi, *, background_jobs: bool = False) -> FastAPI:
         simplify_m: Annotated[float | None, Query(ge=0, le=5000)] = 50.0,
     ) -> JSONResponse:
         hierarchy = _hierarchy(zz)
-        lv = Level.parse(level) if level else None
+        lv = _parsed(Level.parse, level, "level") if level else None
         if parent and parent not in hierarchy:
             raise NotFound(f"地点 {parent} 不存在 / place not found")
         if parent and lv is None:  # drill-down: the parent's direct children
@@ -200,8 +201,9 @@ def create_app(zz: Zhizhi, *, background_jobs: bool = False) -> FastAPI:
         }
 
     @app.get("/api/v1/locate", operation_id="locate_point", tags=["places"])
-    def locate(zz: ZZ, principal: CurrentPrincipal, lon: float, lat: float, crs: str = "wgs84") -> dict[str, Any]:
-        loc = zz.gazetteer.locate_point(lon, lat, crs)
+    def locate(zz: ZZ, principal: CurrentPrincipal, lon: Annotated[float, Query(ge=-180, le=180)],
+               lat: Annotated[float, Query(ge=-90, le=90)], crs: str = "wgs84") -> dict[str, Any]:
+        loc = _parsed(lambda _: zz.gazetteer.locate_point(lon, lat, crs), crs, "crs")
         return _location_out(zz, loc).model_dump()
 
     # ---------------------------------------------------------------- catalogue
@@ -210,7 +212,7 @@ def create_app(zz: Zhizhi, *, background_jobs: bool = False) -> FastAPI:
         return [{"code": c.code, "name_zh": c.name_zh, "name_en": c.name_en, "kind": c.kind.value,
                  "parent_code": c.parent_code, "keywords": list(c.keywords),
                  "severity": c.severity.name.lower() if c.severity is not None else None}
-                for c in zz.catalogue.categories(kind)]
+                for c in _parsed(zz.catalogue.categories, kind, "kind")]
 
     @app.get("/api/v1/catalogue/departments", operation_id="list_departments", tags=["catalogue"])
     def departments(zz: ZZ, principal: CurrentPrincipal) -> list[dict[str, Any]]:
@@ -298,6 +300,19 @@ def _action_label(action: str) -> str:
         return ACTION_ZH[Action(action)]
     except ValueError:
         return {"report": "上报", "overdue": "超期"}.get(action, action)
+
+
+MAX_INT = 2**63 - 1
+#: A case id path parameter: bounded so that no database integer overflows (answered 422, not 500).
+CaseId = Annotated[int, Path(ge=1, le=MAX_INT)]
+
+
+def _parsed(parse: Callable[[Any], Any], value: Any, name: str) -> Any:
+    """A query value parsed by the domain; a value it refuses is a 422, not a 500."""
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise ValidationFailed(str(exc), field=name) from None
 
 
 def _load(zz: Zhizhi, case_id: int) -> Case:
