@@ -243,7 +243,8 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
             return error(fmt, 400, "request body must be form-encoded (or a JSON object)")
 
         def go(f: str) -> Response:
-            return _post(zz, f, {k: str(v) for k, v in form.items() if v is not None}, client_origin(request))
+            clean = {k: str(v).replace("\x00", "") for k, v in form.items() if v is not None}
+            return _post(zz, f, clean, client_origin(request))
         return guarded(fmt, go)
 
     @app.get(paths[3], operation_id="open311_get_requests", tags=tags)

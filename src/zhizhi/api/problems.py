@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -65,6 +66,13 @@ def install(app: FastAPI) -> None:
         return problem(409, "案件已被他人修改 / Changed by someone else",
                        "案件在您操作时已被他人修改，请刷新后重试 / the case changed meanwhile; reload and retry",
                        "concurrent-change", request.url.path)
+
+    @app.exception_handler(DataError)
+    async def _data(request: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value the schema let through (e.g. a NUL character on PostgreSQL).
+        return problem(422, "输入有误 / Invalid input",
+                       "输入包含数据库无法保存的字符或数值 / the input holds characters or numbers that cannot be "
+                       "stored (e.g. NUL)", "invalid-data", request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
