@@ -21,8 +21,8 @@ from fastapi.testclient import TestClient
 from zhizhi.api.app import create_app
 from zhizhi.api.deps import PUBLIC_PATHS, current_principal
 
-#: Path parameters that name a case, and where a case id for them comes from.
-CASE_PARAMS = {"case_id"}
+#: Path parameters that name a scoped thing (a case, a community record); each gets an out-of-scope id.
+SCOPED_PARAMS = {"case_id", "record_id"}
 #: Streaming routes cannot be read to the end; they are probed for auth only, never for content.
 STREAMING = {"/api/v1/stream"}
 SECRET = "仅A街道可见-7f3a"
@@ -99,7 +99,13 @@ def world(app: Any) -> Iterator[dict[str, Any]]:
             "citizen": login_headers(c, app, "citizen1", ("citizen",)),
         }
         insider = login_headers(c, app, "disp_a", ("dispatcher",), ("500103001",))
-        yield {"client": c, "app": app, "case": case, "outsiders": outsiders, "insider": insider, "admin": admin}
+        rec = c.post("/api/v1/records", headers=admin, json={
+            "kind": "person", "external_id": "scope-a-p1", "name": "赵大爷", "community_code": "500103001001",
+            "tags": ["独居老人"], "fields": {"note": SECRET, "phone": "13900001111"}})
+        assert rec.status_code == 201, rec.text
+        ids = {"case_id": str(case["id"]), "record_id": str(rec.json()["id"])}
+        yield {"client": c, "app": app, "case": case, "outsiders": outsiders, "insider": insider, "admin": admin,
+               "ids": ids}
 
 
 def test_every_route_is_public_or_authenticated(app: Any) -> None:
@@ -131,13 +137,15 @@ def test_every_private_route_needs_credentials(app: Any) -> None:
 def test_case_routes_answer_404_out_of_scope(world: dict[str, Any]) -> None:
     c: TestClient = world["client"]
     spec = c.get("/openapi.json").json()
-    case_id = str(world["case"]["id"])
+    ids = world["ids"]
     probed = set()
     for route in _api_routes(c.app):  # type: ignore[arg-type]
-        params = set(re.findall(r"\{([^}:]+)", route.path))
-        if not params & CASE_PARAMS or route.path in STREAMING:
+        params = set(re.findall(r"\{([^}:.]+)", route.path))
+        if not params & SCOPED_PARAMS or route.path in STREAMING or route.path in PUBLIC_PATHS:
             continue
-        url = _fill(route.path, case_id)
+        url = route.path
+        for name in params:
+            url = url.replace("{" + name + "}", ids.get(name, "1"))
         for method in sorted(route.methods - {"HEAD", "OPTIONS"}):
             body = _body_for(route, method, spec)
             for who, headers in world["outsiders"].items():
@@ -147,7 +155,8 @@ def test_case_routes_answer_404_out_of_scope(world: dict[str, Any]) -> None:
             if method == "GET":  # the same request inside the scope finds the case
                 assert c.request(method, url, headers=world["insider"]).status_code == 200, route.path
             probed.add((method, route.path))
-    assert {("GET", "/api/v1/cases/{case_id}"), ("POST", "/api/v1/cases/{case_id}/actions")} <= probed
+    assert {("GET", "/api/v1/cases/{case_id}"), ("POST", "/api/v1/cases/{case_id}/actions"),
+            ("GET", "/api/v1/records/{record_id}"), ("PATCH", "/api/v1/records/{record_id}")} <= probed
 
 
 def test_list_routes_hide_out_of_scope_cases(world: dict[str, Any]) -> None:
@@ -164,3 +173,4 @@ def test_list_routes_hide_out_of_scope_cases(world: dict[str, Any]) -> None:
     assert listed >= 5
     # the same list shows the case to its own street: the probe can see a leak
     assert SECRET in c.get("/api/v1/cases", headers=world["insider"]).text
+    assert SECRET in c.get("/api/v1/records", headers=world["insider"]).text

@@ -10,16 +10,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import FastAPI, Query, Request, Response
+from fastapi import FastAPI, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from zhizhi.adapters import audit_log
 from zhizhi.api.deps import CurrentPrincipal, client_origin
 from zhizhi.domain.access import ROLE_ZH, require
-from zhizhi.service import accounts
+from zhizhi.service import accounts, records
 
 if TYPE_CHECKING:
     from zhizhi.service.bootstrap import Zhizhi
+
+
+RecordId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+CaseId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 class LoginIn(BaseModel):
@@ -58,6 +62,29 @@ class ApiKeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     username: str = Field(..., min_length=1, max_length=64)
     name: str = Field(..., min_length=1, max_length=100)
+
+
+class RecordIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: str = Field(..., pattern="^(person|enterprise)$")
+    external_id: str = Field(..., min_length=1, max_length=128)
+    name: str = Field(..., min_length=1, max_length=200)
+    community_code: str | None = Field(None, max_length=32)
+    grid_code: str | None = Field(None, max_length=32)
+    tags: list[str] = Field(default_factory=list, max_length=20)
+    fields: dict[str, str | int | float | bool | None] = Field(default_factory=dict, max_length=50)
+
+
+class RecordEdit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(None, min_length=1, max_length=200)
+    tags: list[str] | None = Field(None, max_length=20)
+    fields: dict[str, str | int | float | bool | None] = Field(default_factory=dict, max_length=50)
+
+
+class LinkIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: str = Field("", max_length=200)
 
 
 class AuditOut(BaseModel):
@@ -159,3 +186,43 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
         with zz.uow() as uow:
             v = audit_log.verify(uow.session)
         return {"ok": v.ok, "rows": v.rows, "head": v.head, "first_bad_id": v.first_bad_id, "reason": v.reason}
+
+    # ---------------------------------------------------------------- records (一人一档 / 一企一档)
+    @app.get("/api/v1/records", operation_id="list_records", tags=["records"])
+    def list_records(
+        principal: CurrentPrincipal,
+        kind: Annotated[str | None, Query(pattern="^(person|enterprise)$")] = None,
+        area: Annotated[str | None, Query(max_length=32, description="place code: its subtree")] = None,
+        tag: Annotated[str | None, Query(max_length=50, description="e.g. 独居老人")] = None,
+        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> list[dict[str, Any]]:
+        return records.search(zz, principal, kind, area, tag, offset, limit)
+
+    @app.post("/api/v1/records", operation_id="create_record", tags=["records"], status_code=201)
+    def create_record(body: RecordIn, principal: CurrentPrincipal) -> dict[str, Any]:
+        rid, _ = records.upsert(zz, principal, body.kind, body.external_id, body.name, body.community_code,
+                                body.grid_code, body.tags, dict(body.fields), source=f"api:{principal.username}")
+        return records.get(zz, principal, rid)
+
+    @app.get("/api/v1/records/{record_id}", operation_id="get_record", tags=["records"])
+    def get_record(record_id: RecordId, principal: CurrentPrincipal,
+                   unmask: Annotated[bool, Query(description="show personal data (allowed roles; audited)")]
+                   = False) -> dict[str, Any]:
+        return records.get(zz, principal, record_id, unmask)
+
+    @app.patch("/api/v1/records/{record_id}", operation_id="edit_record", tags=["records"])
+    def edit_record(record_id: RecordId, body: RecordEdit, principal: CurrentPrincipal) -> dict[str, Any]:
+        return records.edit(zz, principal, record_id, dict(body.fields), body.tags, body.name,
+                            source=f"api:{principal.username}")
+
+    @app.post("/api/v1/cases/{case_id}/records/{record_id}", operation_id="link_case_record",
+              tags=["records"], status_code=204)
+    def link(case_id: CaseId, record_id: RecordId, principal: CurrentPrincipal,
+             body: LinkIn | None = None) -> Response:
+        records.link_case(zz, principal, case_id, record_id, body.note if body else "")
+        return Response(status_code=204)
+
+    @app.get("/api/v1/cases/{case_id}/records", operation_id="case_records", tags=["records"])
+    def case_records(case_id: CaseId, principal: CurrentPrincipal) -> list[dict[str, Any]]:
+        return records.case_records(zz, principal, case_id)

@@ -84,7 +84,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "leader": frozenset({"read_cases", "supervise", "escalate", "reopen", "verify", "read_records"}),
     "dispatcher": frozenset({"report", "read_cases", "unmask", "register", "reject", "dispatch", "reassign",
                              "escalate", "supervise", "verify", "evaluate", "reopen", "locate", "categorise",
-                             "suspend", "resume", "read_records"}),
+                             "suspend", "resume", "read_records", "edit_records", "unmask_records"}),
     "auditor": frozenset({"read_cases", "read_audit", "read_records"}),
     "handler": frozenset({"read_cases", "unmask", "accept", "return", "handle", "suspend", "resume",
                           "escalate"}),
