@@ -236,3 +236,23 @@ def test_audit_verify_catches_a_deleted_row(app: Any) -> None:
         uow.session.commit()
         v = audit_log.verify(uow.session)
     assert not v.ok and v.first_bad_id == ids[2]
+
+
+def test_demo_creates_one_account_per_role(app: Any, tmp_path: Any, client: TestClient) -> None:
+    from zhizhi.demo import ensure_demo_accounts, replay_day
+
+    replay_day(app, n_cases=30, seed=7)
+    out = tmp_path / "demo-accounts.txt"
+    made = ensure_demo_accounts(app, out)
+    assert {"demo-admin", "demo-leader", "demo-auditor", "demo-dispatcher", "demo-street", "demo-handler",
+            "demo-grid", "demo-citizen"} <= set(made)
+    assert (out.stat().st_mode & 0o777) == 0o600
+    rows = [line.split("\t") for line in out.read_text().splitlines() if line.startswith("demo-")]
+    totals = {}
+    for username, password, *_ in rows:
+        r = client.post("/api/v1/auth/login", json={"username": username, "password": password})
+        assert r.status_code == 200, username
+        auth = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        totals[username] = client.get("/api/v1/cases", headers=auth).json().get("total", 0)
+    assert totals["demo-admin"] == 30 and 0 < totals["demo-street"] < 30 and totals["demo-citizen"] == 0
+    assert ensure_demo_accounts(app, out) == []  # a second run leaves them alone

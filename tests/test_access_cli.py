@@ -82,3 +82,15 @@ def test_audit_verify_and_key_rotation(env: Path) -> None:
     assert r.exit_code == 1 and "TAMPERED" in r.output and "row 1" in r.output
     zz.engine.dispose()
     zz2.engine.dispose()
+
+
+def test_records_import_from_the_command_line(env: Path) -> None:
+    path = env / "firms.csv"
+    path.write_text("统一社会信用代码,企业名称,社区编码,联系电话,地址,行业\n"
+                    "91500103MA0001,山城火锅店,500103001001,023-63881234,民族路9号,餐饮\n"
+                    "91500103MA0002,无社区企业,,023-1,x,零售\n", encoding="utf-8")
+    r = run("records", "import", str(path), "--kind", "enterprise", "--source", "市场监管局")
+    assert r.exit_code == 0 and "created 1" in r.output and "rejected 1" in r.output, r.output
+    assert "row 2" in r.output
+    r = run("audit", "show", "--action", "record.create")
+    assert r.exit_code == 0 and "record.create" in r.output
