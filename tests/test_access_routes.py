@@ -174,3 +174,19 @@ def test_list_routes_hide_out_of_scope_cases(world: dict[str, Any]) -> None:
     # the same list shows the case to its own street: the probe can see a leak
     assert SECRET in c.get("/api/v1/cases", headers=world["insider"]).text
     assert SECRET in c.get("/api/v1/records", headers=world["insider"]).text
+
+
+def test_a_repeated_source_id_does_not_reveal_another_streets_case(world: dict[str, Any]) -> None:
+    c: TestClient = world["client"]
+    body = {"source": "citizen", "source_id": "scope-a", "title": "探测", "lon": 106.57, "lat": 29.52}
+    for who, headers in world["outsiders"].items():
+        r = c.post("/api/v1/cases", headers=headers, json=body)
+        assert r.status_code in (403, 409), (who, r.status_code)
+        assert SECRET not in r.text and "13800001111" not in r.text
+    again = c.post("/api/v1/cases", headers=world["admin"], json=body)  # the reporter itself gets its case back
+    assert again.status_code == 200 and SECRET in again.text
+    citizen = world["outsiders"]["citizen"]
+    mine = {"source": "citizen", "source_id": "cit-own-1", "title": "噪声扰民", "lon": 106.57, "lat": 29.52}
+    first = c.post("/api/v1/cases", headers=citizen, json=mine)
+    retry = c.post("/api/v1/cases", headers=citizen, json=mine)
+    assert first.status_code == 201 and retry.status_code == 200 and retry.json()["id"] == first.json()["id"]

@@ -100,7 +100,9 @@ def create_app(zz: Zhizhi, *, background_jobs: bool = False) -> FastAPI:
             reporter_name=body.reporter_name, reporter_phone=body.reporter_phone, photos=tuple(body.photos),
             reported_at=_aware(body.reported_at), principal=principal,
         ))
-        case = _load(zz, result.case_id)
+        with zz.uow() as uow:
+            # A repeated source id answers with the stored case only to whom may see it (or reported it).
+            case = scoped.report_answer(uow, principal, result.case_id, result.created)
         out = CaseCreated(id=result.case_id, created=result.created, state=case.state.value,
                           case=case_out(zz, case, with_timeline=True, principal=principal))
         return JSONResponse(out.model_dump(mode="json"), status_code=201 if result.created else 200)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from zhizhi.domain.access import Principal, allowed_case_actions, scope_of
 from zhizhi.domain.case import Case
-from zhizhi.domain.errors import NotFound
+from zhizhi.domain.errors import IllegalAction, NotFound
 
 if TYPE_CHECKING:
     from zhizhi.adapters.repository import CaseFilter
@@ -50,3 +50,21 @@ def allowed_actions(principal: Principal, case: Case) -> list[str]:
     if not case_in_scope(principal, case):
         return []
     return allowed_case_actions(principal, [a.value for a in case.allowed_actions()])
+
+
+def report_answer(uow: UnitOfWork, principal: Principal, case_id: int, created: bool) -> Case:
+    """The case to show after a report: a new one to its reporter; a repeat (same source id) only to
+    whom sees it or reported it first, else `Conflict` without content (the source id is taken)."""
+    from sqlalchemy import select
+
+    from zhizhi.adapters.orm_access import AuditRow
+
+    case = uow.cases.get(case_id)
+    assert case is not None
+    if created or case_in_scope(principal, case):
+        return case
+    reporter = uow.session.scalar(select(AuditRow.user_id).where(AuditRow.target == f"case:{case_id}",
+                                                                AuditRow.action == "case.report").limit(1))
+    if principal.user_id is not None and reporter == principal.user_id:
+        return case
+    raise IllegalAction("来源编号已被使用 / this source and source_id were already reported", allowed=[])
