@@ -256,3 +256,18 @@ def test_demo_creates_one_account_per_role(app: Any, tmp_path: Any, client: Test
         totals[username] = client.get("/api/v1/cases", headers=auth).json().get("total", 0)
     assert totals["demo-admin"] == 30 and 0 < totals["demo-street"] < 30 and totals["demo-citizen"] == 0
     assert ensure_demo_accounts(app, out) == []  # a second run leaves them alone
+
+
+def test_login_cookie_serves_reads_only(client: TestClient, app: Any) -> None:
+    accounts.create_user(app, "web", TEST_PASSWORD, ("dispatcher",))
+    r = client.post("/api/v1/auth/login", json={"username": "web", "password": TEST_PASSWORD})
+    cookie = r.headers["set-cookie"]
+    assert "zhizhi_session=" in cookie and "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
+    # the client keeps the cookie: reads work without a header (an EventSource can do this) …
+    assert client.get("/api/v1/auth/me").json()["username"] == "web"
+    # … changes do not (no cross-site request forgery through the cookie)
+    r = client.post("/api/v1/cases", json={"source_id": "ck1", "title": "t", "lon": 106.52, "lat": 29.52})
+    assert r.status_code == 401
+    assert client.post("/api/v1/auth/logout").status_code == 401  # logout needs the header too
+    client.cookies.clear()
+    assert client.get("/api/v1/auth/me").status_code == 401

@@ -14,7 +14,7 @@ from fastapi import FastAPI, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from zhizhi.adapters import audit_log
-from zhizhi.api.deps import CurrentPrincipal, client_origin
+from zhizhi.api.deps import SESSION_COOKIE, CurrentPrincipal, client_origin
 from zhizhi.domain.access import ROLE_ZH, require
 from zhizhi.service import accounts, records
 
@@ -108,9 +108,12 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
 
     @app.post("/api/v1/auth/login", operation_id="login", tags=["auth"], response_model=LoginOut,
               responses={401: {"description": "wrong credentials"}, 429: {"description": "throttled"}})
-    def login(body: LoginIn, request: Request) -> LoginOut:
+    def login(body: LoginIn, request: Request, response: Response) -> LoginOut:
         result = accounts.login(zz, body.username, body.password, client_origin(request), throttle)
         u = result.user
+        response.set_cookie(SESSION_COOKIE, result.token, httponly=True, samesite="strict", path="/",
+                            secure=request.url.scheme == "https",
+                            max_age=int(zz.settings.session_ttl_hours * 3600))
         return LoginOut(access_token=result.token, expires_at=result.expires_at,
                         user=UserOut(id=u.id, username=u.username, display_name=u.display_name, roles=u.roles,
                                      places=u.places, departments=u.departments))
@@ -120,7 +123,11 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
         header = request.headers.get("authorization", "")
         if header.lower().startswith("bearer "):
             accounts.logout(zz, header[7:].strip())
-        return Response(status_code=204)
+        if request.cookies.get(SESSION_COOKIE):
+            accounts.logout(zz, request.cookies[SESSION_COOKIE])
+        out = Response(status_code=204)
+        out.delete_cookie(SESSION_COOKIE, path="/")
+        return out
 
     @app.get("/api/v1/auth/me", operation_id="me", tags=["auth"], response_model=UserOut)
     def me(principal: CurrentPrincipal) -> UserOut:
