@@ -271,3 +271,20 @@ def test_login_cookie_serves_reads_only(client: TestClient, app: Any) -> None:
     assert client.post("/api/v1/auth/logout").status_code == 401  # logout needs the header too
     client.cookies.clear()
     assert client.get("/api/v1/auth/me").status_code == 401
+
+
+def test_concurrent_appends_keep_one_chain(app: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def worker(n: int) -> None:
+        p = Principal(n, f"w{n}", frozenset({"admin"}))
+        for i in range(15):
+            with app.uow() as uow:
+                audit_log.append(uow.session, p, "test", f"t:{n}:{i}", {"i": i})
+                uow.session.commit()
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(worker, range(4)))
+    with app.uow() as uow:
+        v = audit_log.verify(uow.session)
+    assert v.ok and v.rows == 60, v
