@@ -193,6 +193,17 @@ def test_injection_payloads_are_stored_as_text(client: TestClient, app: Any, pay
     with app.engine.connect() as conn:
         assert conn.execute(select(CaseRow.id)).all()  # the table is still there
     assert client.post("/api/v1/auth/login", json={"username": payload, "password": payload}).status_code == 401
+    acted = client.post(f"/api/v1/cases/{body['id']}/actions", headers=admin,
+                        json={"action": "supervise", "note": payload})
+    assert acted.status_code == 200 and acted.json()["timeline"][-1]["note"] == payload
+    rec = client.post("/api/v1/records", headers=admin, json={
+        "kind": "person", "external_id": payload[:100], "name": payload, "community_code": "500103001001",
+        "tags": [payload], "fields": {"address": payload, "note": payload}})
+    assert rec.status_code == 201, rec.text
+    full = client.get(f"/api/v1/records/{rec.json()['id']}", headers=admin, params={"unmask": True}).json()
+    assert full["name"] == payload and full["fields"] == {"address": payload, "note": payload}
+    assert full["external_id"] == payload[:100] and full["tags"] == [payload]
+    assert client.get("/api/v1/audit", headers=admin, params={"target": payload}).json() == []
 
 
 def test_oversized_bodies_are_refused_everywhere(client: TestClient, app: Any) -> None:
