@@ -58,17 +58,24 @@ def test_audit_verify_and_key_rotation(env: Path) -> None:
     zz = bootstrap(Settings())
     cid = zz.handle(ReportCase(source="citizen", source_id="k1", title="噪声扰民", lon=106.52, lat=29.52,
                                reporter_phone="13700001234", reporter_name="李四")).case_id
+    from zhizhi.domain.access import SYSTEM_PRINCIPAL
+    from zhizhi.service import records
+
+    rid, _ = records.upsert(zz, SYSTEM_PRINCIPAL, "person", "R1", "周老伯", "500103001001",
+                            fields={"phone": "13500001111", "age": "80"})
     keyfile = env / "var" / "keys" / "data.keys"
     before = [k for k in keyfile.read_text().splitlines() if not k.startswith("#")]
     with zz.engine.connect() as conn:
         old_cipher = conn.execute(text("SELECT reporter_phone FROM cases")).scalar()
     r = run("keys", "rotate")
-    assert r.exit_code == 0 and "re-encrypted 1 cases" in r.output, r.output
+    assert r.exit_code == 0 and "re-encrypted 1 cases and 1 records" in r.output, r.output
     after = [k for k in keyfile.read_text().splitlines() if not k.startswith("#")]
     assert len(after) == 1 and after != before and (keyfile.stat().st_mode & 0o777) == 0o600
     zz2 = bootstrap(Settings())
     with zz2.uow() as uow:
         assert uow.cases.get(cid).reporter_phone == "13700001234"  # readable with the new key alone
+    rec = records.get(zz2, SYSTEM_PRINCIPAL, rid, unmask=True)
+    assert rec["name"] == "周老伯" and rec["fields"]["phone"] == "13500001111" and rec["fields"]["age"] == "80"
     with zz2.engine.connect() as conn:
         assert conn.execute(text("SELECT reporter_phone FROM cases")).scalar() != old_cipher
 

@@ -32,7 +32,7 @@ def test_no_server_errors_anywhere(app: Any) -> None:
                                                        "lat": 29.52, "category_code": "C0101"})
     schema = schemathesis.openapi.from_asgi("/openapi.json", api)
     operations = [r.ok() for r in schema.get_all_operations()]
-    operations = [op for op in operations if op.path not in SKIP]
+    operations = [op for op in operations if op.path not in SKIP and "stream" not in op.path.rsplit("/", 1)[-1]]
     assert len(operations) > 20
     failures: list[str] = []
     calls = 0
