@@ -139,3 +139,32 @@ def app(settings: Settings, tiny_hierarchy: PlaceHierarchy) -> Iterator[Any]:
     save_hierarchy(zz.engine, tiny_hierarchy)
     yield zz
     zz.engine.dispose()
+
+
+# ------------------------------------------------------------------------------------------
+# Authenticated clients (issue 5): every non-public route needs credentials.
+TEST_PASSWORD = "Test-pass-2026!"
+
+
+def login_headers(client: Any, zz: Any, username: str = "admin", roles: tuple[str, ...] = ("admin",),
+                  places: tuple[str, ...] = (), departments: tuple[str, ...] = ()) -> dict[str, str]:
+    """Create the account if needed, log in through the API, return the Authorization header."""
+    from zhizhi.service import accounts
+
+    if username not in {u.username for u in accounts.list_users(zz)}:
+        accounts.create_user(zz, username, TEST_PASSWORD, roles, places, departments)
+    resp = client.post("/api/v1/auth/login", json={"username": username, "password": TEST_PASSWORD})
+    assert resp.status_code == 200, resp.text
+    return {"Authorization": f"Bearer {resp.json()['access_token']}"}
+
+
+@pytest.fixture
+def admin_client(app: Any) -> Iterator[Any]:
+    """A TestClient over the app, logged in as an administrator."""
+    from fastapi.testclient import TestClient
+
+    from zhizhi.api.app import create_app
+
+    with TestClient(create_app(app)) as c:
+        c.headers.update(login_headers(c, app))
+        yield c

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conftest import login_headers
 from fastapi.testclient import TestClient
 
 from zhizhi.api.app import create_app, mask_phone
@@ -16,6 +17,7 @@ PROBLEM = "application/problem+json"
 @pytest.fixture
 def client(app: Any) -> Iterator[TestClient]:
     with TestClient(create_app(app)) as c:
+        c.headers.update(login_headers(c, app))  # an administrator: these tests are about the case loop
         yield c
 
 

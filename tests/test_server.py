@@ -27,6 +27,9 @@ def test_serve_over_http(tmp_path: Path, tiny_city: dict[str, Any]) -> None:
     env.pop("ZHIZHI_DATABASE_URL", None)
     cli = [sys.executable, "-m", "zhizhi"]
     subprocess.run([*cli, "init", "--places", str(city)], env=env, check=True, capture_output=True, timeout=120)
+    password = "Server-test-2026!"
+    subprocess.run([*cli, "users", "create-admin", "--username", "root1"], env={**env, "ZHIZHI_NEW_PASSWORD": password},
+                   check=True, capture_output=True, timeout=120)
     port = _free_port()
     proc = subprocess.Popen([*cli, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
@@ -42,7 +45,11 @@ def test_serve_over_http(tmp_path: Path, tiny_city: dict[str, Any]) -> None:
             assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else "server died"
             assert time.monotonic() < deadline, "server did not start"
             time.sleep(0.2)
-        r = httpx.post(f"{base}/api/v1/cases", json={"source": "grid_worker", "source_id": "gw-1",
+        assert httpx.get(f"{base}/api/v1/cases").status_code == 401
+        login = httpx.post(f"{base}/api/v1/auth/login", json={"username": "root1", "password": password})
+        assert login.status_code == 200, login.text
+        auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        r = httpx.post(f"{base}/api/v1/cases", headers=auth, json={"source": "grid_worker", "source_id": "gw-1",
                                                       "title": "暴露垃圾", "category_code": "I0101",
                                                       "lon": 106.61, "lat": 29.51})
         assert r.status_code == 201, r.text

@@ -105,6 +105,7 @@ def demo(
         table.add_row(state, str(n))
     console.print(table)
     console.print(f"    new this run: {stats.reported} ({time.perf_counter() - t0:.1f} s in all)")
+    _demo_accounts(zz)
     if serve_api:
         import uvicorn
 
@@ -112,6 +113,21 @@ def demo(
 
         console.print(f"3/3 serving http://{host}:{port}  —  API docs: http://{host}:{port}/docs")
         uvicorn.run(create_app(zz, background_jobs=True), host=host, port=port, log_level="warning")
+
+
+def _demo_accounts(zz: Any) -> None:
+    """One account per role (issue 5); passwords from ZHIZHI_DEMO_PASSWORD or random, in var/demo-accounts.txt."""
+    import os
+
+    from zhizhi.demo import ensure_demo_accounts
+    from zhizhi.domain.errors import DomainError
+
+    out = zz.settings.data_dir / "demo-accounts.txt"
+    try:
+        made = ensure_demo_accounts(zz, out, os.environ.get("ZHIZHI_DEMO_PASSWORD") or None)
+    except DomainError as exc:
+        raise _fail(f"demo accounts: {exc.message} (ZHIZHI_DEMO_PASSWORD)") from None
+    console.print(f"    demo accounts: {len(made)} new; usernames and passwords in {out}")
 
 
 @app.command("import-hotline")

@@ -24,6 +24,13 @@ class Settings(BaseSettings):
     outbox_interval_s: float = Field(default=2.0, description="how often the outbox worker delivers")
     webhook_timeout_s: float = 5.0
     max_body_bytes: int = 1_000_000
+    # People and access (issue 5)
+    data_keys: str = Field(default="", repr=False,
+                           description="comma-separated Fernet keys for personal data; first encrypts")
+    data_key_file: Path | None = Field(default=None, description="key file (default <data_dir>/keys/data.keys)")
+    session_ttl_hours: float = Field(default=12.0, description="how long a console/API login token lives")
+    login_max_failures: int = Field(default=5, description="failed logins per user or address before 429")
+    login_window_s: float = Field(default=300.0, description="the window those failures are counted in")
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -188,3 +188,66 @@ def _random_point_in(geom: Any, rng: np.random.Generator) -> tuple[float, float]
             return x, y
     p = geom.representative_point()
     return float(p.x), float(p.y)
+
+
+def ensure_demo_accounts(zz: Zhizhi, out_file: Path, password: str | None = None) -> list[str]:
+    """One account per role, scoped to the busiest street of the demo day; passwords never committed.
+
+    With `password` (from ZHIZHI_DEMO_PASSWORD) every account gets it (strength checked);
+    otherwise each gets a random one. Names, roles, scopes and passwords are written to
+    `out_file` (mode 0600, under var/, which git ignores). Accounts that exist are left alone.
+    """
+    import os
+    import secrets
+
+    from sqlalchemy import func, select
+
+    from zhizhi.adapters.orm import CaseRow
+    from zhizhi.service import accounts
+
+    existing = {u.username for u in accounts.list_users(zz)}
+    with zz.engine.connect() as conn:
+        street, district = conn.execute(
+            select(CaseRow.street_code, CaseRow.district_code).where(CaseRow.street_code.is_not(None))
+            .group_by(CaseRow.street_code, CaseRow.district_code).order_by(func.count().desc()).limit(1)).first() \
+            or (None, None)
+        dept = conn.execute(select(CaseRow.department_code).where(CaseRow.street_code == street,
+                                                                  CaseRow.department_code.is_not(None))
+                            .group_by(CaseRow.department_code).order_by(func.count().desc()).limit(1)).scalar()
+    hierarchy = getattr(zz.gazetteer, "hierarchy", None)
+    grid = None
+    if street and hierarchy is not None:
+        communities = hierarchy.children(street)
+        grids = hierarchy.children(communities[0].code) if communities else []
+        grid = grids[0].code if grids else None
+    plan: list[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...], str]] = [
+        ("demo-admin", ("admin",), (), (), "系统管理员"),
+        ("demo-leader", ("leader",), (), (), "分管领导"),
+        ("demo-auditor", ("auditor",), (), (), "审计员"),
+        ("demo-dispatcher", ("dispatcher",), (), (), "市运管中心调度员"),
+    ]
+    if street:
+        plan.append(("demo-street", ("dispatcher",), (street,), (), "街道调度员"))
+    if dept and district:
+        plan.append(("demo-handler", ("handler",), (district,), (dept,), "部门处置人员"))
+    if grid:
+        plan.append(("demo-grid", ("grid_worker",), (grid,), (), "网格员"))
+    plan.append(("demo-citizen", ("citizen",), (), (), "市民"))
+    lines: list[str] = []
+    for username, roles, places, departments, name in plan:
+        if username in existing:
+            continue
+        pw = password or secrets.token_urlsafe(12) + "-Zz9"
+        accounts.create_user(zz, username, pw, roles, places, departments, display_name=name)
+        lines.append(f"{username}\t{pw}\troles={','.join(roles)}\tplaces={','.join(places) or '-'}\t"
+                     f"departments={','.join(departments) or '-'}")
+    if "demo-citizen" not in existing:
+        key = accounts.create_api_key(zz, "demo-citizen", "open311 demo")
+        lines.append(f"open311 api_key (demo-citizen)\t{key}")
+    if lines:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as f:
+            f.write("# zhizhi demo accounts (username, password, scope). Never commit this file.\n")
+            f.write("\n".join(lines) + "\n")
+    return [line.split("\t")[0] for line in lines]

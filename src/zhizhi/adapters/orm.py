@@ -91,9 +91,10 @@ class CaseRow(Base):
     location_method: Mapped[str] = mapped_column(String(16), default="unknown")
     location_confidence: Mapped[float] = mapped_column(Float, default=0.0)
     location_extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    address: Mapped[str | None] = mapped_column(String(500))
-    reporter_name: Mapped[str | None] = mapped_column(String(100))
-    reporter_phone: Mapped[str | None] = mapped_column(String(40))
+    # Personal data: ciphertext at rest (see adapters/crypto.py), hence Text (migration 0004).
+    address: Mapped[str | None] = mapped_column(Text)
+    reporter_name: Mapped[str | None] = mapped_column(Text)
+    reporter_phone: Mapped[str | None] = mapped_column(Text)
     photos: Mapped[list[str]] = mapped_column(JSON, default=list)
     reported_at: Mapped[datetime] = mapped_column(UtcDateTime)
     registered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, insert, or_, select, text, update
+from sqlalchemy import Select, bindparam, false, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from zhizhi.adapters.orm import CaseEventRow, CaseRow
+from zhizhi.domain.access import Scope
 from zhizhi.domain.case import Case, CaseState, TimelineEntry
 from zhizhi.domain.places import Level, Location
 
@@ -36,6 +37,7 @@ class CaseFilter:
     text: str | None = None
     needs_location: bool | None = None
     needs_dispatch: bool | None = None
+    scope: Scope | None = None  # the caller's scope (分域), applied in SQL; None = no limit
     offset: int = 0
     limit: int = 50
 
@@ -49,6 +51,8 @@ class CaseRepository:
         self._written: dict[int, dict[str, Any]] = {}  # the column values the database holds
         self._version: dict[int, int] = {}
         self._persisted_seq: dict[int, int] = {}
+        # Personal columns are encrypted at rest when the session carries a cipher (bootstrap sets it).
+        self._cipher = session.info.get("cipher")
 
     # -- writes ------------------------------------------------------------------------------
     def add(self, case: Case) -> Case:
@@ -59,7 +63,7 @@ class CaseRepository:
         """Insert many cases with one flush (a batched INSERT on both backends)."""
         now = datetime.now(UTC)
         values = [_row_values(case) for case in cases]
-        rows = [CaseRow(**v, version=1, updated_at=now) for v in values]
+        rows = [CaseRow(**self._sealed(v), version=1, updated_at=now) for v in values]
         if rows and self.session.get_bind().dialect.name == "postgresql":
             # Take the ids from the sequence up front: the INSERT then needs no RETURNING and the
             # driver sends one short statement many times instead of parsing one huge one.
@@ -94,7 +98,7 @@ class CaseRepository:
             diff = {k: v for k, v in values.items() if old.get(k) != v}
             if not diff:
                 continue
-            params = {f"p_{k}": v for k, v in diff.items()}
+            params = {f"p_{k}": v for k, v in self._sealed(diff).items()}
             params.update(p_updated_at=now, b_id=case_id, b_version=self._version[case_id])
             groups.setdefault(tuple(sorted(diff)), []).append(params)
             written.append((case_id, values))
@@ -148,7 +152,7 @@ class CaseRepository:
                 entries.setdefault(e.case_id, []).append(_entry_from_row(e))
             for row in rows:
                 timeline = entries.get(row.id, [])
-                case = _from_row(row, timeline)
+                case = _from_row(row, timeline, self._cipher)
                 self._track(case, _row_values(case), row.version, persisted_seq=len(timeline))
         return [self.seen[i] for i in case_ids if i in self.seen]
 
@@ -177,7 +181,7 @@ class CaseRepository:
         rows = self.session.scalars(
             stmt.order_by(CaseRow.reported_at.desc(), CaseRow.id.desc()).offset(flt.offset).limit(flt.limit)
         ).all()
-        return [_from_row(r, []) for r in rows], int(total)
+        return [_from_row(r, [], self._cipher) for r in rows], int(total)
 
     def overdue_candidates(self, now: datetime, limit: int = 1000) -> list[Case]:
         """Open, running cases past their deadline not yet marked overdue (for the periodic job)."""
@@ -205,9 +209,15 @@ class CaseRepository:
         entries = self.session.scalars(
             select(CaseEventRow).where(CaseEventRow.case_id == row.id).order_by(CaseEventRow.seq)
         ).all()
-        case = _from_row(row, [_entry_from_row(e) for e in entries])
+        case = _from_row(row, [_entry_from_row(e) for e in entries], self._cipher)
         self._track(case, _row_values(case), row.version, persisted_seq=len(entries))
         return case
+
+    def _sealed(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The values as stored: personal columns encrypted (the tracked copy stays plain for diffs)."""
+        if self._cipher is None:
+            return values
+        return {k: self._cipher.encrypt(v) if k in PERSONAL_COLUMNS else v for k, v in values.items()}
 
     def _track(self, case: Case, values: dict[str, Any], version: int, persisted_seq: int) -> None:
         assert case.id is not None
@@ -217,7 +227,29 @@ class CaseRepository:
         self._persisted_seq[case.id] = persisted_seq
 
 
+#: Case columns holding personal data: ciphertext at rest.
+PERSONAL_COLUMNS = frozenset({"address", "reporter_name", "reporter_phone"})
+
+
+def scope_clause(scope: Scope) -> Any:
+    """The SQL condition of a scope: any place level listed, and the department listed."""
+    if scope.nothing:
+        return false()
+    conds = []
+    if scope.places:
+        places = list(scope.places)
+        conds.append(or_(CaseRow.city_code.in_(places), CaseRow.district_code.in_(places),
+                         CaseRow.street_code.in_(places), CaseRow.community_code.in_(places),
+                         CaseRow.grid_code.in_(places)))
+    if scope.departments:
+        conds.append(CaseRow.department_code.in_(list(scope.departments)))
+    return conds
+
+
 def _filtered(stmt: Select[Any], f: CaseFilter) -> Select[Any]:
+    if f.scope is not None:
+        clause = scope_clause(f.scope)
+        stmt = stmt.where(*clause) if isinstance(clause, list) else stmt.where(clause)
     if f.states:
         stmt = stmt.where(CaseRow.state.in_(f.states))
     if f.level is not None:
@@ -274,7 +306,8 @@ def _row_values(c: Case) -> dict[str, Any]:
     }
 
 
-def _from_row(r: CaseRow, timeline: list[TimelineEntry]) -> Case:
+def _from_row(r: CaseRow, timeline: list[TimelineEntry], cipher: Any = None) -> Case:
+    plain = cipher.decrypt if cipher is not None else (lambda v: v)
     return Case(
         id=r.id,
         source=r.source,
@@ -291,9 +324,9 @@ def _from_row(r: CaseRow, timeline: list[TimelineEntry]) -> Case:
             community=r.community_code, grid=r.grid_code, lon=r.lon, lat=r.lat,
             method=r.location_method, confidence=r.location_confidence, extra=dict(r.location_extra or {}),
         ),
-        address=r.address,
-        reporter_name=r.reporter_name,
-        reporter_phone=r.reporter_phone,
+        address=plain(r.address),
+        reporter_name=plain(r.reporter_name),
+        reporter_phone=plain(r.reporter_phone),
         photos=list(r.photos or []),
         due_at=r.due_at,
         overdue_since=r.overdue_since,

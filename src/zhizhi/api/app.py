@@ -10,18 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy import text
 
 from zhizhi import __version__
+from zhizhi.adapters import audit_log
 from zhizhi.adapters.repository import CaseFilter
 from zhizhi.api import problems
+from zhizhi.api.deps import CurrentPrincipal
 from zhizhi.api.schemas import (
     CaseAction,
     CaseCreate,
@@ -32,9 +33,11 @@ from zhizhi.api.schemas import (
     PlaceRef,
     TimelineOut,
 )
-from zhizhi.domain.case import ACTION_ZH, Action, Actor, Case, CaseState
+from zhizhi.domain import access as acc
+from zhizhi.domain.case import ACTION_ZH, Action, Case, CaseState
 from zhizhi.domain.errors import NotFound, ValidationFailed
 from zhizhi.domain.places import Level
+from zhizhi.service import scope as scoped
 from zhizhi.service.bootstrap import Zhizhi
 from zhizhi.service.commands import ActOnCase, CheckOverdue, ReportCase
 
@@ -90,21 +93,24 @@ def create_app(zz: Zhizhi, *, background_jobs: bool = False) -> FastAPI:
     @app.post("/api/v1/cases", operation_id="report_case", tags=["cases"], status_code=201,
               response_model=CaseCreated,
               responses={200: {"description": "already reported (same source and source_id)"}})
-    def report_case(body: CaseCreate, zz: ZZ) -> Response:
+    def report_case(body: CaseCreate, zz: ZZ, principal: CurrentPrincipal) -> Response:
         result = zz.handle(ReportCase(
             source=body.source, source_id=body.source_id, title=body.title, description=body.description,
             category_code=body.category_code, lon=body.lon, lat=body.lat, crs=body.crs, address=body.address,
             reporter_name=body.reporter_name, reporter_phone=body.reporter_phone, photos=tuple(body.photos),
-            reported_at=_aware(body.reported_at),
+            reported_at=_aware(body.reported_at), principal=principal,
         ))
-        case = _load(zz, result.case_id)
+        with zz.uow() as uow:
+            # A repeated source id answers with the stored case only to whom may see it (or reported it).
+            case = scoped.report_answer(uow, principal, result.case_id, result.created)
         out = CaseCreated(id=result.case_id, created=result.created, state=case.state.value,
-                          case=case_out(zz, case, with_timeline=True))
+                          case=case_out(zz, case, with_timeline=True, principal=principal))
         return JSONResponse(out.model_dump(mode="json"), status_code=201 if result.created else 200)
 
     @app.get("/api/v1/cases", operation_id="list_cases", tags=["cases"], response_model=CasePage)
     def list_cases(
         zz: ZZ,
+        principal: CurrentPrincipal,
         state: Annotated[list[str] | None, Query(description="one or more states")] = None,
         level: str | None = None,
         area: Annotated[str | None, Query(description="place code at any level (subtree)")] = None,
@@ -116,7 +122,7 @@ def create_app(zz: Zhizhi, *, background_jobs: bool = False) -> FastAPI:
         reported_from: datetime | None = None,
         reported_to: datetime | None = None,
         q: Annotated[str | None, Query(max_length=100, description="text search")] = None,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> CasePage:
         states = [s for s in (state or []) if s]
@@ -124,40 +130,55 @@ def create_app(zz: Zhizhi, *, background_jobs: bool = False) -> FastAPI:
         if bad:
             raise ValidationFailed(f"未知状态 {bad} / unknown state", allowed=[c.value for c in CaseState])
         flt = CaseFilter(
-            states=states, level=int(Level.parse(level)) if level else None, area=area, department=department,
+            states=states, level=int(_parsed(Level.parse, level, "level")) if level else None, area=area,
+            department=department,
             category=category, source=source, overdue_at=zz.clock.now() if overdue else None,
             reported_from=_aware(reported_from), reported_to=_aware(reported_to), text=q,
             needs_location=needs_location or None, offset=offset, limit=limit,
         )
         with zz.uow() as uow:
-            cases, total = uow.cases.list(flt)
-        return CasePage(total=total, offset=offset, limit=limit, items=[case_out(zz, c) for c in cases])
+            cases, total = scoped.list_cases(uow, principal, flt)
+        return CasePage(total=total, offset=offset, limit=limit,
+                        items=[case_out(zz, c, principal=principal) for c in cases])
 
     @app.get("/api/v1/cases/{case_id}", operation_id="get_case", tags=["cases"], response_model=CaseOut)
-    def get_case(case_id: int, zz: ZZ) -> CaseOut:
-        return case_out(zz, _load(zz, case_id), with_timeline=True)
+    def get_case(
+        case_id: CaseId, zz: ZZ, principal: CurrentPrincipal,
+        unmask: Annotated[bool, Query(description="show the reporter's personal data (allowed roles; audited)")]
+        = False,
+    ) -> CaseOut:
+        with zz.uow() as uow:
+            case = scoped.get_case(uow, principal, case_id)
+            if unmask:
+                acc.require(principal, "unmask")
+                audit_log.append(uow.session, principal, "case.unmask", f"case:{case_id}",
+                                 {"fields": ["reporter_name", "reporter_phone", "address"]}, at=zz.clock.now())
+                uow.session.commit()
+        return case_out(zz, case, with_timeline=True, principal=principal, unmask=unmask)
 
     @app.post("/api/v1/cases/{case_id}/actions", operation_id="act_on_case", tags=["cases"],
               response_model=CaseOut)
-    def act(case_id: int, body: CaseAction, zz: ZZ) -> CaseOut:
-        actor = Actor(body.actor.name, body.actor.role, body.actor.department)
+    def act(case_id: CaseId, body: CaseAction, zz: ZZ, principal: CurrentPrincipal) -> CaseOut:
+        # The actor is the authenticated principal (set by the service layer); `body.actor` is ignored.
+        actor = acc_actor(principal)
         zz.handle(ActOnCase(
             case_id=case_id, action=body.action, actor=actor, note=body.note, department=body.department,
             level=body.level, passed=body.passed, satisfaction=body.satisfaction, photos=tuple(body.photos),
-            place_code=body.place_code, category_code=body.category_code,
+            place_code=body.place_code, category_code=body.category_code, principal=principal,
         ))
-        return case_out(zz, _load(zz, case_id), with_timeline=True)
+        return case_out(zz, _load(zz, case_id), with_timeline=True, principal=principal)
 
     # ---------------------------------------------------------------- places
     @app.get("/api/v1/places", operation_id="places_geojson", tags=["places"])
     def places(
         zz: ZZ,
+        principal: CurrentPrincipal,
         level: str | None = None,
         parent: str | None = None,
         simplify_m: Annotated[float | None, Query(ge=0, le=5000)] = 50.0,
     ) -> JSONResponse:
         hierarchy = _hierarchy(zz)
-        lv = Level.parse(level) if level else None
+        lv = _parsed(Level.parse, level, "level") if level else None
         if parent and parent not in hierarchy:
             raise NotFound(f"地点 {parent} 不存在 / place not found")
         if parent and lv is None:  # drill-down: the parent's direct children
@@ -167,7 +188,7 @@ def create_app(zz: Zhizhi, *, background_jobs: bool = False) -> FastAPI:
         return JSONResponse(fc, media_type="application/geo+json")
 
     @app.get("/api/v1/places/{code}", operation_id="get_place", tags=["places"])
-    def place(code: str, zz: ZZ) -> dict[str, Any]:
+    def place(code: str, zz: ZZ, principal: CurrentPrincipal) -> dict[str, Any]:
         hierarchy = _hierarchy(zz)
         if code not in hierarchy:
             raise NotFound(f"地点 {code} 不存在 / place not found")
@@ -182,30 +203,31 @@ def create_app(zz: Zhizhi, *, background_jobs: bool = False) -> FastAPI:
         }
 
     @app.get("/api/v1/locate", operation_id="locate_point", tags=["places"])
-    def locate(zz: ZZ, lon: float, lat: float, crs: str = "wgs84") -> dict[str, Any]:
-        loc = zz.gazetteer.locate_point(lon, lat, crs)
+    def locate(zz: ZZ, principal: CurrentPrincipal, lon: Annotated[float, Query(ge=-180, le=180)],
+               lat: Annotated[float, Query(ge=-90, le=90)], crs: str = "wgs84") -> dict[str, Any]:
+        loc = _parsed(lambda _: zz.gazetteer.locate_point(lon, lat, crs), crs, "crs")
         return _location_out(zz, loc).model_dump()
 
     # ---------------------------------------------------------------- catalogue
     @app.get("/api/v1/catalogue/categories", operation_id="list_categories", tags=["catalogue"])
-    def categories(zz: ZZ, kind: str | None = None) -> list[dict[str, Any]]:
+    def categories(zz: ZZ, principal: CurrentPrincipal, kind: str | None = None) -> list[dict[str, Any]]:
         return [{"code": c.code, "name_zh": c.name_zh, "name_en": c.name_en, "kind": c.kind.value,
                  "parent_code": c.parent_code, "keywords": list(c.keywords),
                  "severity": c.severity.name.lower() if c.severity is not None else None}
-                for c in zz.catalogue.categories(kind)]
+                for c in _parsed(zz.catalogue.categories, kind, "kind")]
 
     @app.get("/api/v1/catalogue/departments", operation_id="list_departments", tags=["catalogue"])
-    def departments(zz: ZZ) -> list[dict[str, Any]]:
+    def departments(zz: ZZ, principal: CurrentPrincipal) -> list[dict[str, Any]]:
         return [{"code": d.code, "name_zh": d.name_zh, "name_en": d.name_en,
                  "levels": sorted(lv.name.lower() for lv in d.levels)} for d in zz.catalogue.departments()]
 
     @app.get("/api/v1/catalogue/rules", operation_id="list_rules", tags=["catalogue"])
-    def rules(zz: ZZ) -> list[dict[str, Any]]:
+    def rules(zz: ZZ, principal: CurrentPrincipal) -> list[dict[str, Any]]:
         return [{"category": r.category_code, "area": r.area, "department": r.department_code,
                  "level": r.level.name.lower(), "note": r.note} for r in zz.catalogue.rules]
 
     @app.get("/api/v1/catalogue/actions", operation_id="list_actions", tags=["catalogue"])
-    def actions() -> list[dict[str, str]]:
+    def actions(principal: CurrentPrincipal) -> list[dict[str, str]]:
         return [{"code": a.value, "label": ACTION_ZH[a]} for a in Action]
 
     # Each capability installs its own routes (one module each; see their docstrings).
@@ -217,8 +239,13 @@ def create_app(zz: Zhizhi, *, background_jobs: bool = False) -> FastAPI:
 
 
 # ------------------------------------------------------------------------------------------
-def case_out(zz: Zhizhi, c: Case, with_timeline: bool = False) -> CaseOut:
-    """The public view of a case: names resolved, contact masked, allowed actions listed."""
+def case_out(zz: Zhizhi, c: Case, with_timeline: bool = False, principal: acc.Principal | None = None,
+             unmask: bool = False) -> CaseOut:
+    """The public view of a case: names resolved, personal data masked, allowed actions listed.
+
+    With a principal, `allowed_actions` are those its role may do now; `unmask` shows the
+    reporter's name, phone and exact address (the caller has checked the right and audited it).
+    """
     assert c.id is not None
     category = _safe(lambda: zz.catalogue.category(c.category_code)) if c.category_code else None
     department = _safe(lambda: zz.catalogue.department(c.department_code)) if c.department_code else None
@@ -235,21 +262,27 @@ def case_out(zz: Zhizhi, c: Case, with_timeline: bool = False) -> CaseOut:
         category_name=category.name_zh if category else None, department_code=c.department_code,
         department_name=department.name_zh if department else None,
         level=c.level.name.lower() if c.level is not None else None,
-        location=_location_out(zz, c.location), address=c.address, reporter_phone=mask_phone(c.reporter_phone),
+        location=_location_out(zz, c.location),
+        address=c.address if unmask else acc.mask_address(c.address),
+        reporter_phone=c.reporter_phone if unmask else mask_phone(c.reporter_phone),
+        reporter_name=c.reporter_name if unmask else acc.mask_name(c.reporter_name),
         photos=c.photos, reported_at=c.reported_at, due_at=c.due_at, overdue=c.is_overdue(zz.clock.now()),
         closed_at=c.closed_at, satisfaction=c.satisfaction,
-        allowed_actions=[a.value for a in c.allowed_actions()], timeline=timeline,
+        allowed_actions=([a.value for a in c.allowed_actions()] if principal is None
+                         else scoped.allowed_actions(principal, c)), timeline=timeline,
     )
 
 
 def mask_phone(phone: str | None) -> str | None:
-    """138****1234: personal contact is never shown whole in the API (issue 5 adds roles that may)."""
-    if not phone:
-        return None
-    digits = re.sub(r"\D", "", phone)
-    if len(digits) < 7:
-        return "*" * len(digits)
-    return digits[:3] + "*" * (len(digits) - 7) + digits[-4:]
+    """138****1234: personal contact is never shown whole unless a permitted role asks (audited)."""
+    return acc.mask_phone(phone)
+
+
+def acc_actor(principal: acc.Principal) -> Any:
+    """The timeline actor of a principal (the service layer sets the same from the command's principal)."""
+    from zhizhi.domain.case import Actor
+
+    return Actor(principal.display_name or principal.username, principal.role)
 
 
 def _location_out(zz: Zhizhi, loc: Any) -> LocationOut:
@@ -269,6 +302,19 @@ def _action_label(action: str) -> str:
         return ACTION_ZH[Action(action)]
     except ValueError:
         return {"report": "上报", "overdue": "超期"}.get(action, action)
+
+
+MAX_INT = 2**63 - 1
+#: A case id path parameter: bounded so that no database integer overflows (answered 422, not 500).
+CaseId = Annotated[int, Path(ge=1, le=MAX_INT)]
+
+
+def _parsed(parse: Callable[[Any], Any], value: Any, name: str) -> Any:
+    """A query value parsed by the domain; a value it refuses is a 422, not a 500."""
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise ValidationFailed(str(exc), field=name) from None
 
 
 def _load(zz: Zhizhi, case_id: int) -> Case:

@@ -14,9 +14,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from zhizhi.domain.access import Forbidden, Throttled, Unauthenticated
 from zhizhi.domain.errors import DomainError, IllegalAction, NotFound, OutsideJurisdiction, ValidationFailed
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,9 @@ _STATUS = {
     IllegalAction: (409, "当前状态不允许此操作 / Action not allowed now"),
     OutsideJurisdiction: (422, "不在辖区内 / Outside the jurisdiction"),
     ValidationFailed: (422, "输入有误 / Invalid input"),
+    Unauthenticated: (401, "未登录或凭据无效 / Not authenticated"),
+    Forbidden: (403, "无权操作 / Forbidden"),
+    Throttled: (429, "请求过于频繁 / Too many requests"),
 }
 
 
@@ -49,13 +54,25 @@ def install(app: FastAPI) -> None:
         status, title = next(((s, t) for cls, (s, t) in _STATUS.items() if isinstance(exc, cls)),
                              (400, "请求无法处理 / Request refused"))
         details = {k: _jsonable(v) for k, v in exc.details.items()}
-        return problem(status, title, exc.message, exc.code, request.url.path, **details)
+        resp = problem(status, title, exc.message, exc.code, request.url.path, **details)
+        if status == 401:
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="zhizhi"'
+        if "retry_after" in exc.details:
+            resp.headers["Retry-After"] = str(exc.details["retry_after"])
+        return resp
 
     @app.exception_handler(StaleDataError)
     async def _stale(request: Request, exc: StaleDataError) -> JSONResponse:
         return problem(409, "案件已被他人修改 / Changed by someone else",
                        "案件在您操作时已被他人修改，请刷新后重试 / the case changed meanwhile; reload and retry",
                        "concurrent-change", request.url.path)
+
+    @app.exception_handler(DataError)
+    async def _data(request: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value the schema let through (e.g. a NUL character on PostgreSQL).
+        return problem(422, "输入有误 / Invalid input",
+                       "输入包含数据库无法保存的字符或数值 / the input holds characters or numbers that cannot be "
+                       "stored (e.g. NUL)", "invalid-data", request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

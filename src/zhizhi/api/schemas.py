@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class ActorIn(BaseModel):
-    """Who performs an action. Until accounts land (issue: people and access) the caller names itself."""
+    """Ignored: the actor is the authenticated principal. Accepted so that older clients keep working."""
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field("调度员", max_length=100)
@@ -97,7 +97,8 @@ class CaseOut(BaseModel):
     level: str | None
     location: LocationOut
     address: str | None
-    reporter_phone: str | None = Field(None, description="masked")
+    reporter_phone: str | None = Field(None, description="masked unless ?unmask=true by a permitted role")
+    reporter_name: str | None = Field(None, description="masked unless ?unmask=true by a permitted role")
     photos: list[str]
     reported_at: datetime
     due_at: datetime | None

@@ -61,6 +61,7 @@ def bootstrap(settings: Settings | None = None, *, gazetteer: Gazetteer | None =
     if migrate:
         db.upgrade(engine)
     sessions = db.session_factory(engine)
+    sessions.configure(info={"cipher": load_data_cipher(settings)})  # personal data encrypted at rest
     catalogue = catalogue or load_catalogue(settings.catalogue_dir)
     calendar = calendar or load_calendar(settings.catalogue_dir)
     clock = clock or Clock()
@@ -99,3 +100,10 @@ def load_gazetteer(engine: Engine, cache_dir: Path | None = None) -> Gazetteer:
     from zhizhi.adapters.places_store import load_hierarchy
 
     return LazyGazetteer(lambda: GeoGazetteer(load_hierarchy(engine), cache_dir=cache_dir))
+
+
+def load_data_cipher(settings: Settings) -> Any:
+    """The key ring for personal data (environment or key file; see adapters/crypto.py)."""
+    from zhizhi.adapters.crypto import load_cipher
+
+    return load_cipher(settings.data_dir, settings.data_keys, settings.data_key_file)

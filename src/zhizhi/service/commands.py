@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from zhizhi.domain.access import Principal
 from zhizhi.domain.case import Actor
 
 
@@ -30,6 +31,7 @@ class ReportCase(Command):
     photos: tuple[str, ...] = ()
     reported_at: datetime | None = None
     actor: Actor | None = None
+    principal: Principal | None = None  # who reports through an entry point; audited. None = trusted caller
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,9 @@ class ActOnCase(Command):
     category_code: str | None = None
     at: datetime | None = None
     data: dict[str, object] = field(default_factory=dict)
+    # Who acts, when through an entry point: scope and role are checked, the act is audited, and
+    # the timeline's actor comes from it. None = a trusted internal caller (CLI, demo, jobs).
+    principal: Principal | None = None
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,10 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
+from zhizhi.adapters import audit_log
 from zhizhi.dispatch.keywords import KeywordClassifier
 from zhizhi.domain import events as ev
+from zhizhi.domain.access import require
 from zhizhi.domain.calendar import WorkingCalendar
 from zhizhi.domain.case import SYSTEM, Action, Actor, Case, CaseState
 from zhizhi.domain.catalogue import Catalogue
@@ -24,6 +26,7 @@ from zhizhi.domain.errors import DomainError, NotFound, ValidationFailed
 from zhizhi.domain.places import Level, Location
 from zhizhi.service.commands import ActOnCase, CheckOverdue, ReportCase, ReportCases
 from zhizhi.service.ports import Clock, Gazetteer
+from zhizhi.service.scope import ensure_visible
 from zhizhi.service.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -79,6 +82,8 @@ class _ValidReport:
 
 def validate_report(cmd: ReportCase, ctx: Context) -> _ValidReport:
     """Every check a report must pass before it is stored; a point outside the city is refused here."""
+    if cmd.principal is not None:
+        require(cmd.principal, "report")
     source = cmd.source.strip().lower()
     if source not in SOURCES:
         raise ValidationFailed(f"未知来源 {cmd.source!r} / unknown source; use one of {', '.join(SOURCES)}")
@@ -181,6 +186,9 @@ def _store_reports(reports: list[_ValidReport], ctx: Context) -> list[ReportResu
         uow.cases.add_many([c for _, c in fresh])
         for r, case in fresh:
             case.report(r.cmd.reported_at or now, r.cmd.actor or Actor(r.source, r.source))
+            if r.cmd.principal is not None:
+                audit_log.append(uow.session, r.cmd.principal, "case.report", f"case:{case.id}",
+                                 {"source": r.source, "source_id": r.cmd.source_id}, at=now)
         uow.commit()
         created: set[tuple[str, str]] = set()
         for key in plan:
@@ -210,9 +218,25 @@ def act_on_case(cmd: ActOnCase, ctx: Context) -> Case:
         case = uow.cases.get(cmd.case_id, for_update=True)
         if case is None:
             raise NotFound(f"案件 {cmd.case_id} 不存在 / case {cmd.case_id} not found")
+        if cmd.principal is not None:
+            cmd = _as_principal(cmd, case, action)
         _apply(case, action, cmd, now, ctx)
+        if cmd.principal is not None:
+            audit_log.append(uow.session, cmd.principal, f"case.{action.value}", f"case:{case.id}",
+                             {"state": case.state.value, "note": cmd.note[:200]}, at=now)
         uow.commit()
         return case
+
+
+def _as_principal(cmd: ActOnCase, case: Case, action: Action) -> ActOnCase:
+    """Scope (out of scope = not found), then the role's right to act; the actor is the principal."""
+    principal = cmd.principal
+    assert principal is not None
+    ensure_visible(principal, case, cmd.case_id)
+    require(principal, action.value)
+    department = case.department_code if principal.has_role("handler") else None
+    actor = Actor(principal.display_name or principal.username, principal.role, department)
+    return replace(cmd, actor=actor)
 
 
 def _apply(case: Case, action: Action, cmd: ActOnCase, now: datetime, ctx: Context) -> None:
