@@ -69,6 +69,7 @@ class Reading:
     level: Level
     periods: dict[Grain, Period]
     rows: list[dict[str, Any]]
+    total_areas: int  # areas at `level` inside `area` (rows hold those of the requested page)
 
 
 class IndicatorService:
@@ -137,10 +138,11 @@ class IndicatorService:
                 code = principal.places[0] if principal.places else None
             if code is None:
                 row = con.execute("SELECT code, name, level, population, c0, c1, c2, c3, c4 FROM places "
-                                  "WHERE level = 0 ORDER BY code LIMIT 1").fetchone()
+                                  "WHERE level = 0 ORDER BY code LIMIT 1").fetchall()
             else:
                 row = con.execute("SELECT code, name, level, population, c0, c1, c2, c3, c4 FROM places "
-                                  "WHERE code = ?", [code]).fetchone()
+                                  "WHERE code = ?", [code]).fetchall()
+        row = row[0] if row else None
         if row is None:
             raise NotFound(f"找不到区域 / no area {code!r}" if code else "没有加载区划 / no places are loaded",
                            area=code)
@@ -149,9 +151,13 @@ class IndicatorService:
         return Area(row[0], row[1], Level(row[2]), row[3])
 
     def periods(self, grain: Grain | None, at: datetime | None, codes: Sequence[str]) -> dict[Grain, Period]:
-        at = at or self.clock()
+        at = self.aware(at) or self.clock()
         grains = {grain} if grain else {self.tree.get(c).grain for c in codes}
         return {g: period_of(g, at, self.tz) for g in sorted(grains, key=list(Grain).index)}
+
+    def aware(self, at: datetime | None) -> datetime | None:
+        """A time without a zone is read in the city's time zone."""
+        return at.replace(tzinfo=self.tz) if at is not None and at.tzinfo is None else at
 
     # ----- reading -----------------------------------------------------------------------------
     def read(self, principal: Principal, *, area: str | None = None, level: Level | str | int | None = None,
@@ -175,6 +181,10 @@ class IndicatorService:
             where += (f" AND a.code IN (SELECT code FROM places WHERE c{int(the_area.level)} = $area AND level = $level"
                       " ORDER BY code LIMIT $limit OFFSET $offset)")
             params.update(limit=int(limit), offset=int(offset))
+        with self.snapshot.lock:
+            total = int(self.snapshot.con.execute(
+                f"SELECT count(*) FROM places WHERE c{int(the_area.level)} = $area AND level = $level",
+                {"area": the_area.code, "level": int(lv)}).fetchall()[0][0])
         order = {c: i for i, c in enumerate(codes)}
         rows: list[dict[str, Any]] = []
         for gr, period in periods.items():
@@ -184,7 +194,7 @@ class IndicatorService:
                 rows.append({**dict(zip(rollup.VALUE_COLUMNS, r, strict=True)), "grain": gr.value,
                              "period": period.label})
         rows.sort(key=lambda r: (r["area"], order[r["indicator"]]))
-        return Reading(the_area, lv, periods, rows)
+        return Reading(the_area, lv, periods, rows, total)
 
     def csv_lines(self, principal: Principal, **kwargs: Any) -> Iterator[str]:
         """The reading as CSV (UTF-8 with BOM so spreadsheet programs show the Chinese names)."""
@@ -212,7 +222,7 @@ class IndicatorService:
             raise ValidationFailed("days 必须在 1 到 366 之间 / days must be 1–366", days=days)
         self.refresh()
         the_area = self.area(principal, area)
-        at = at or self.clock()
+        at = self.aware(at) or self.clock()
         last_day = at.astimezone(self.tz).date()
         first_day = last_day - timedelta(days=days - 1)
         start = datetime(first_day.year, first_day.month, first_day.day, tzinfo=self.tz)
@@ -246,7 +256,7 @@ class IndicatorService:
                     count_if(ci AND satisfaction >= 4), count_if(is_open), count_if(overdue_now)
                 FROM (SELECT *, reported_at >= $s AND reported_at < $e AS ri,
                              coalesce(closed_at >= $s AND closed_at < $e, false) AS ci FROM cases WHERE {scope})""",
-                {k: p[k] for k in ("area", "s", "e")}).fetchone()
+                {k: p[k] for k in ("area", "s", "e")}).fetchall()[0]
             overdue = con.execute(f"""SELECT c.id, c.category, c.state, c.department, c.due_at, c.place_code,
                     pl.name FROM cases c LEFT JOIN places pl ON pl.place_id = c.place_id
                 WHERE c.{scope} AND c.overdue_now ORDER BY c.due_at NULLS LAST, c.id LIMIT $n""",
