@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 
 from zhizhi.analytics.snapshot import CLOSED_STATES, Snapshot, naive_utc
 from zhizhi.domain.indicators import FACTS, IndicatorTree, Period, Slice, Source
@@ -54,165 +55,237 @@ ALARM_AGGREGATES: dict[str, str] = {
 SUMMED_FACTS = (*CASE_AGGREGATES, *ALARM_AGGREGATES)
 assert set(SUMMED_FACTS) | {"population"} == set(FACTS), "every fact of the domain must be computed here"
 
-_LEVEL_COLS = ("c0", "c1", "c2", "c3", "c4")
 _counter = itertools.count()
 
 
 @dataclass(frozen=True, slots=True)
 class FactsTable:
-    """A computed period: the DuckDB table holding (level, area, slice_id, facts…) and the slice ids."""
+    """A computed period: one row per place (by place id, every level), one column per needed fact.
+
+    `columns` maps (slice id, fact) to its column name and `index` the name to its column in `matrix`;
+    only the pairs some indicator's formula reads are computed.
+    """
 
     name: str
     period: Period
     slices: dict[Slice, int]
+    columns: dict[tuple[int, str], str]
     has_alarms: bool
+    matrix: np.ndarray = field(repr=False)
+    index: dict[str, int] = field(repr=False)
 
 
-def _bridge(snapshot: Snapshot, slices: dict[Slice, int], by_source: bool) -> None:
-    cats = [r[0] for r in snapshot.con.execute("SELECT DISTINCT category FROM _s1").fetchall()]
-    srcs = [r[0] for r in snapshot.con.execute("SELECT DISTINCT source FROM _s1").fetchall()] if by_source else [None]
-    rows = [(sid, cat, src) for sl, sid in slices.items() if sl.source is Source.CASES
-            for cat in cats if sl.matches_category(cat or None) for src in srcs
-            if not by_source or sl.matches_source(src)]
-    snapshot.con.register("_bridge_in", {
-        "slice_id": np.array([r[0] for r in rows], dtype=np.int32),
-        "category": np.array([r[1] for r in rows], dtype=object),
-        "source": np.array([r[2] for r in rows], dtype=object)})
-    snapshot.con.execute("CREATE OR REPLACE TEMP TABLE _bridge AS SELECT * FROM _bridge_in")
-    snapshot.con.unregister("_bridge_in")
+def needed_columns(tree: IndicatorTree, slices: dict[Slice, int]) -> dict[tuple[int, str], str]:
+    """The (slice, fact) sums the tree's formulas read, each a column named s<slice>_<fact>."""
+    out: dict[tuple[int, str], str] = {}
+    for ind in tree.indicators():
+        sid = slices[ind.slice]
+        for f in ind.formula.facts():
+            if f != "population":
+                out.setdefault((sid, f), f"s{sid}_{f}")
+    return out
 
 
-def _alarm_bridge(snapshot: Snapshot, slices: dict[Slice, int]) -> None:
-    keys = snapshot.con.execute("SELECT DISTINCT scene, severity FROM _a1").fetchall()
-    rows = [(sid, sc, sv) for sl, sid in slices.items() if sl.source is Source.ALARMS
-            for sc, sv in keys if sl.matches_alarm(sc, sv)]
-    snapshot.con.register("_abridge_in", {
-        "slice_id": np.array([r[0] for r in rows], dtype=np.int32),
-        "scene": np.array([r[1] for r in rows], dtype=object),
-        "severity": np.array([r[2] for r in rows], dtype=object)})
-    snapshot.con.execute("CREATE OR REPLACE TEMP TABLE _abridge AS SELECT * FROM _abridge_in")
-    snapshot.con.unregister("_abridge_in")
+def _signatures(snapshot: Snapshot, slices: dict[Slice, int], by_source: bool) -> dict[int, frozenset[int]]:
+    """Give each category (× source) the set of case slices covering it, as a small signature id.
+
+    Cases are summed per (place, signature): far fewer groups than (place, category), and a slice's sum is
+    the sum over the signatures that contain it.
+    """
+    cats = snapshot.con.execute("SELECT cat_id, code FROM categories").fetchall()
+    srcs = [r[0] for r in snapshot.con.execute("SELECT DISTINCT source FROM cases").fetchall()] if by_source \
+        else [None]
+    case_slices = [(sl, sid) for sl, sid in slices.items() if sl.source is Source.CASES]
+    sig_ids: dict[frozenset[int], int] = {}
+    rows = []
+    for cid, code in cats:
+        for src in srcs:
+            members = frozenset(sid for sl, sid in case_slices
+                                if sl.matches_category(code or None) and (not by_source or sl.matches_source(src)))
+            rows.append((cid, src, sig_ids.setdefault(members, len(sig_ids))))
+    snapshot.con.register("_sig_in", {
+        "cat_id": np.array([r[0] for r in rows], dtype=np.int16),
+        "source": np.array([r[1] for r in rows], dtype=object),
+        "sig_id": np.array([r[2] for r in rows], dtype=np.int16)})
+    snapshot.con.execute("CREATE OR REPLACE TEMP TABLE _sig AS SELECT * FROM _sig_in")
+    snapshot.con.unregister("_sig_in")
+    return {i: members for members, i in sig_ids.items()}
 
 
-def _rollup_sql(stage: str, facts: Sequence[str]) -> str:
-    sums = ", ".join(f"sum({f}) AS {f}" for f in facts)
-    sets = ", ".join(f"(s.slice_id, p.{c})" for c in _LEVEL_COLS)
-    area = "coalesce(" + ", ".join(f"p.{c}" for c in reversed(_LEVEL_COLS)) + ")"
-    level = "CASE " + " ".join(f"WHEN p.{c} IS NOT NULL THEN {i}" for i, c in reversed(list(enumerate(_LEVEL_COLS))))
-    return f"""SELECT * FROM (
-        SELECT CAST({level} END AS TINYINT) AS level, {area} AS area, s.slice_id, {sums}
-        FROM {stage} s JOIN places p USING (place_id)
-        GROUP BY GROUPING SETS ({sets})) WHERE area IS NOT NULL"""
+_CASE_INPUTS = ("place_id", "cat_id", "state", "reported_at", "closed_at", "response_s", "closing_s", "satisfaction",
+                "ever_overdue", "overdue_now", "is_open", "is_repeat")
+
+
+def _spread(place: np.ndarray, group: np.ndarray, n_places: int, n_groups: int, weights: np.ndarray) -> np.ndarray:
+    """Dense (place × group) sums of `weights` (one bincount)."""
+    key = place.astype(np.int64) * n_groups + group.astype(np.int64)
+    return np.bincount(key, weights=weights, minlength=n_places * n_groups).reshape(n_places, n_groups)
 
 
 def compute_facts(snapshot: Snapshot, tree: IndicatorTree, period: Period) -> FactsTable:
-    """Compute every fact of every slice of `tree` over `period`, for every area at every level."""
+    """Compute every fact the tree reads, for every slice, for every area at every level, over `period`.
+
+    1. DuckDB scans the cases once and sums every fact per (finest place, slice signature);
+    2. a 0/1 (signature × slice) matrix turns those into per-slice sums (one small matrix product per fact);
+    3. a sparse (area × place) ancestry matrix rolls every place up to all its ancestors at once.
+    """
     slices = {sl: i for i, sl in enumerate(tree.slices())}
+    columns = needed_columns(tree, slices)
+    by_slice = {sl_id: sl for sl, sl_id in slices.items()}
     start, end = naive_utc(period.start), naive_utc(period.end)
     by_source = any(sl.sources for sl in slices if sl.source is Source.CASES)
-    name = f"facts_{next(_counter)}"
+    case_cols = {k: c for k, c in columns.items() if by_slice[k[0]].source is Source.CASES}
+    alarm_cols = {k: c for k, c in columns.items() if by_slice[k[0]].source is Source.ALARMS}
+    facts_used = [f for f in CASE_AGGREGATES if any(k[1] == f for k in case_cols)]
     con = snapshot.con
+    p = {"s": start, "e": end}
     with snapshot.lock:
-        group = "place_id, category" + (", source" if by_source else "")
-        aggs = ", ".join(f"{expr} AS {f}" for f, expr in CASE_AGGREGATES.items())
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE _s1 AS
-            SELECT {group}, {aggs} FROM (
-                SELECT *, reported_at >= $s AND reported_at < $e AS ri,
-                       coalesce(closed_at >= $s AND closed_at < $e, false) AS ci FROM cases)
-            GROUP BY {group}""", {"s": start, "e": end})
-        _bridge(snapshot, slices, by_source)
-        join = "b.category = s1.category" + (" AND b.source = s1.source" if by_source else "")
-        case_sums = ", ".join(f"sum(s1.{f}) AS {f}" for f in CASE_AGGREGATES)
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE _s2 AS
-            SELECT s1.place_id, b.slice_id, {case_sums} FROM _s1 s1 JOIN _bridge b ON {join}
-            GROUP BY s1.place_id, b.slice_id""")
-        case_cols = ", ".join(CASE_AGGREGATES)
-        null_alarms = ", ".join(f"NULL::HUGEINT AS {f}" for f in ALARM_AGGREGATES)
-        con.execute(f"CREATE TEMP TABLE {name} AS SELECT level, area, slice_id, {case_cols}, {null_alarms} "
-                    f"FROM ({_rollup_sql('_s2', list(CASE_AGGREGATES))})")
-        has_alarms = snapshot.has_alarms
-        if has_alarms and any(sl.source is Source.ALARMS for sl in slices):
-            aggs = ", ".join(f"{expr} AS {f}" for f, expr in ALARM_AGGREGATES.items())
-            con.execute(f"""CREATE OR REPLACE TEMP TABLE _a1 AS
-                SELECT place_id, scene, severity, {aggs} FROM (
-                    SELECT *, raised_at >= $s AND raised_at < $e AS ri FROM alarms)
-                GROUP BY place_id, scene, severity""", {"s": start, "e": end})
-            _alarm_bridge(snapshot, slices)
-            alarm_sums = ", ".join(f"sum(a1.{f}) AS {f}" for f in ALARM_AGGREGATES)
-            con.execute(f"""CREATE OR REPLACE TEMP TABLE _a2 AS
-                SELECT a1.place_id, b.slice_id, {alarm_sums} FROM _a1 a1
-                JOIN _abridge b ON b.scene = a1.scene AND b.severity = a1.severity
-                GROUP BY a1.place_id, b.slice_id""")
-            null_cases = ", ".join(f"NULL::HUGEINT AS {f}" for f in CASE_AGGREGATES)
-            alarm_cols = ", ".join(ALARM_AGGREGATES)
-            con.execute(f"INSERT INTO {name} SELECT level, area, slice_id, {null_cases}, {alarm_cols} "
-                        f"FROM ({_rollup_sql('_a2', list(ALARM_AGGREGATES))})")
-        con.execute("DROP TABLE IF EXISTS _s1; DROP TABLE IF EXISTS _s2; DROP TABLE IF EXISTS _a1; "
-                    "DROP TABLE IF EXISTS _a2")
-    return FactsTable(name, period, slices, has_alarms)
+        sigs = _signatures(snapshot, slices, by_source)
+        inputs = ", ".join(_CASE_INPUTS + (("source",) if by_source else ()))
+        join = "g.cat_id = c.cat_id" + (" AND g.source = c.source" if by_source else "")
+        aggs = ", ".join(f"CAST({CASE_AGGREGATES[f]} AS DOUBLE) AS {f}" for f in facts_used)
+        s1 = con.execute(f"""
+            SELECT c.place_id, g.sig_id, {aggs} FROM (
+                SELECT {inputs}, reported_at >= $s AND reported_at < $e AS ri,
+                       coalesce(closed_at >= $s AND closed_at < $e, false) AS ci FROM cases) c
+            JOIN _sig g ON {join}
+            GROUP BY c.place_id, g.sig_id""", p).fetchnumpy()
+        anc = con.execute("SELECT place_id, a0, a1, a2, a3, a4 FROM places ORDER BY place_id").fetchnumpy()
+        has_alarms = snapshot.has_alarms and bool(alarm_cols)
+        a1 = None
+        if has_alarms:
+            aggs = ", ".join(f"CAST({ALARM_AGGREGATES[f]} AS DOUBLE) AS {f}" for f in ALARM_AGGREGATES)
+            a1 = con.execute(f"""SELECT place_id, scene, severity, {aggs}
+                FROM (SELECT *, raised_at >= $s AND raised_at < $e AS ri FROM alarms)
+                GROUP BY place_id, scene, severity""", p).fetchnumpy()
+    n = len(anc["place_id"])
+    names = [*case_cols.values(), *(alarm_cols.values() if has_alarms else ())]
+    index = {c: j for j, c in enumerate(names)}
+    own = np.zeros((n, len(names)))
+    # 2. per-slice sums at each place
+    n_sig = max(sigs) + 1 if sigs else 1
+    place = np.asarray(s1["place_id"], dtype=np.int64)
+    sig = np.asarray(s1["sig_id"], dtype=np.int64)
+    for f in facts_used:
+        wanted = [(sid, col) for (sid, ff), col in case_cols.items() if ff == f]
+        member = np.array([[sid in sigs.get(g, ()) for sid, _ in wanted] for g in range(n_sig)], dtype=float)
+        weights = np.ma.filled(np.ma.asarray(s1[f], dtype=float), 0.0)
+        per_slice = _spread(place, sig, n, n_sig, weights) @ member
+        for j, (_, col) in enumerate(wanted):
+            own[:, index[col]] = per_slice[:, j]
+    if a1 is not None and len(a1["place_id"]):
+        keys = list(zip(a1["scene"].tolist(), a1["severity"].tolist(), strict=True))
+        kinds = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+        kind = np.array([kinds[k] for k in keys], dtype=np.int64)
+        aplace = np.asarray(a1["place_id"], dtype=np.int64)
+        for f in ALARM_AGGREGATES:
+            wanted = [(sid, col) for (sid, ff), col in alarm_cols.items() if ff == f]
+            if not wanted:
+                continue
+            member = np.array([[by_slice[sid].matches_alarm(sc, sv) for sid, _ in wanted] for sc, sv in kinds],
+                              dtype=float)
+            weights = np.ma.filled(np.ma.asarray(a1[f], dtype=float), 0.0)
+            per_slice = _spread(aplace, kind, n, len(kinds), weights) @ member
+            for j, (_, col) in enumerate(wanted):
+                own[:, index[col]] = per_slice[:, j]
+    # 3. every place adds into itself and each ancestor: one sparse product
+    rows, cols = [], []
+    for lv in range(5):
+        a = np.ma.filled(np.ma.asarray(anc[f"a{lv}"], dtype=np.int64), -1)
+        ok = a >= 0
+        rows.append(a[ok])
+        cols.append(np.flatnonzero(ok))
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    ancestry = sparse.csr_matrix((np.ones(len(r)), (r, c)), shape=(n, n))
+    matrix = np.asarray(ancestry @ own)
+    name = f"facts_{next(_counter)}"
+    return FactsTable(name, period, slices, columns if has_alarms else case_cols, has_alarms, matrix, index)
 
 
 def drop_facts(snapshot: Snapshot, table: FactsTable) -> None:
-    with snapshot.lock:
-        snapshot.con.execute(f"DROP TABLE IF EXISTS {table.name}")
-
-
-def _indicator_table(snapshot: Snapshot, tree: IndicatorTree, table: FactsTable, codes: Sequence[str]) -> None:
-    inds = [tree.get(c) for c in codes]
-    th = [i.thresholds for i in inds]
-    snapshot.con.register("_ind_in", {
-        "ord": np.arange(len(inds), dtype=np.int32),
-        "code": np.array([i.code for i in inds], dtype=object),
-        "slice_id": np.array([table.slices[i.slice] for i in inds], dtype=np.int32),
-        "num": np.array([i.formula.numerator for i in inds], dtype=object),
-        "den": np.array([i.formula.denominator for i in inds], dtype=object),
-        "scale": np.array([i.formula.scale for i in inds], dtype=np.float64),
-        "dir": np.array([t.direction.value if t else None for t in th], dtype=object),
-        "yellow": np.array([t.yellow if t else np.nan for t in th], dtype=np.float64),
-        "red": np.array([t.red if t else np.nan for t in th], dtype=np.float64),
-    })
-    snapshot.con.execute("CREATE OR REPLACE TEMP TABLE _ind AS SELECT * FROM _ind_in")
-    snapshot.con.unregister("_ind_in")
-
-
-def _fact_expr(column: str, has_alarms: bool) -> str:
-    """The value of fact named in `column` ('num'/'den') for one (area, indicator) row."""
-    whens = []
-    for f in CASE_AGGREGATES:
-        whens.append(f"WHEN '{f}' THEN CAST(coalesce(f.{f}, 0) AS DOUBLE)")
-    for f in ALARM_AGGREGATES:
-        val = f"CAST(coalesce(f.{f}, 0) AS DOUBLE)" if has_alarms else "NULL"
-        whens.append(f"WHEN '{f}' THEN {val}")
-    whens.append("WHEN 'population' THEN CAST(a.population AS DOUBLE)")
-    return f"(CASE i.{column} " + " ".join(whens) + " END)"
+    """Nothing is kept in DuckDB for a period; kept for callers that release tables."""
 
 
 VALUE_COLUMNS = ("area", "area_name", "level", "indicator", "value", "status", "numerator", "denominator")
 
 
-def values(snapshot: Snapshot, tree: IndicatorTree, table: FactsTable, codes: Sequence[str],
-           area_where: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """Indicator values for the areas chosen by `area_where` (SQL over places `a`), ordered by area then tree.
+@dataclass
+class ValueArrays:
+    """Values for n areas × the chosen indicators, as arrays (NaN = no value): cheap for whole levels."""
 
-    An area with no case in a slice gets 0 for its counts (the cases exist and none matched); alarm facts are
-    NULL ("no data") when the store has no alarms table; a ratio over 0 is NULL too.
+    areas: dict[str, np.ndarray]  # place_id, code, name, level, population
+    codes: list[str]
+    value: np.ndarray  # (n_indicators, n_areas)
+    numerator: np.ndarray
+    denominator: np.ndarray
+    status: np.ndarray  # of str
+
+
+def value_arrays(snapshot: Snapshot, tree: IndicatorTree, table: FactsTable, codes: Sequence[str],
+                 area_where: str, params: dict[str, Any]) -> ValueArrays:
+    """Apply the formulas and thresholds to the facts of the areas chosen by `area_where` (SQL over `a`).
+
+    An area with no case in a slice gets 0 for its counts (the cases exist, none matched); alarm facts are
+    NaN ("no data") when the store has no alarms table; a ratio over 0 is NaN too.
     """
     with snapshot.lock:
-        _indicator_table(snapshot, tree, table, codes)
-        num, den = _fact_expr("num", table.has_alarms), _fact_expr("den", table.has_alarms)
-        sql = f"""
-            WITH a AS (SELECT code, name, level, population, place_id FROM places a WHERE {area_where}),
-            x AS (SELECT a.code AS area, a.name AS area_name, a.level, a.place_id, i.ord, i.code AS indicator,
-                         {num} AS n, CASE WHEN i.den IS NULL THEN NULL ELSE {den} END AS d,
-                         i.den IS NULL AS no_den, i.scale, i.dir, i.yellow, i.red
-                  FROM a CROSS JOIN _ind i LEFT JOIN {table.name} f ON f.area = a.code AND f.slice_id = i.slice_id),
-            v AS (SELECT *, CASE WHEN n IS NULL THEN NULL WHEN no_den THEN n * scale
-                                 WHEN d IS NULL OR d = 0 THEN NULL ELSE n * scale / d END AS value FROM x)
-            SELECT area, area_name, level, indicator, value,
-                   CASE WHEN value IS NULL THEN 'no_data' WHEN dir IS NULL THEN 'none'
-                        WHEN dir = 'lower_is_better' THEN
-                            CASE WHEN value >= red THEN 'red' WHEN value >= yellow THEN 'yellow' ELSE 'green' END
-                        ELSE CASE WHEN value <= red THEN 'red' WHEN value <= yellow THEN 'yellow' ELSE 'green' END
-                   END AS status, n AS numerator, d AS denominator
-            FROM v ORDER BY place_id, ord"""
-        return snapshot.con.execute(sql, params).fetchall()
+        res = snapshot.con.execute(f"""
+            SELECT a.place_id, a.code, a.name, a.level, CAST(a.population AS DOUBLE) AS population
+            FROM places a WHERE {area_where} ORDER BY a.place_id""", params).fetchnumpy()
+    n = len(res["place_id"])
+    ids = np.asarray(res["place_id"], dtype=np.int64)
+    data = {"population": np.ma.filled(np.ma.asarray(res["population"], dtype=float), np.nan)}
+    rows = table.matrix[ids] if n else np.zeros((0, len(table.index)))
+    for col, j in table.index.items():
+        data[col] = rows[:, j]
+    nan = np.full(n, np.nan)
+    inds = [tree.get(c) for c in codes]
+    value, num, den = (np.full((len(inds), n), np.nan) for _ in range(3))
+    status = np.empty((len(inds), n), dtype=object)
+
+    def fact(sid: int, f: str | None) -> np.ndarray:
+        if f is None:
+            return nan
+        if f == "population":
+            return data["population"]
+        col = table.columns.get((sid, f))
+        return data[col] if col is not None else nan  # an alarm fact without an alarms table
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for k, ind in enumerate(inds):
+            sid = table.slices[ind.slice]
+            nu, de = fact(sid, ind.formula.numerator), fact(sid, ind.formula.denominator)
+            num[k], den[k] = nu, de
+            if ind.formula.denominator is None:
+                v = nu * ind.formula.scale
+            else:
+                v = np.where((de > 0) | (de < 0), nu * ind.formula.scale / de, np.nan)
+            value[k] = v
+            th = ind.thresholds
+            if th is None:
+                status[k] = np.where(np.isnan(v), "no_data", "none")
+            else:
+                lower = th.direction.value == "lower_is_better"
+                red = v >= th.red if lower else v <= th.red
+                yellow = v >= th.yellow if lower else v <= th.yellow
+                status[k] = np.where(np.isnan(v), "no_data", np.where(red, "red", np.where(yellow, "yellow", "green")))
+    areas = {"place_id": res["place_id"], "code": res["code"], "name": res["name"], "level": res["level"],
+             "population": data["population"]}
+    return ValueArrays(areas, list(codes), value, num, den, status)
+
+
+def values(snapshot: Snapshot, tree: IndicatorTree, table: FactsTable, codes: Sequence[str],
+           area_where: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """The same as rows (area, area_name, level, indicator, value, status, numerator, denominator), by area."""
+    va = value_arrays(snapshot, tree, table, codes, area_where, params)
+
+    def opt(x: float) -> float | None:
+        return None if np.isnan(x) else float(x)
+
+    out = []
+    for j in range(len(va.areas["place_id"])):
+        area, name, level = str(va.areas["code"][j]), str(va.areas["name"][j]), int(va.areas["level"][j])
+        for k, code in enumerate(va.codes):
+            out.append((area, name, level, code, opt(va.value[k, j]), str(va.status[k, j]),
+                        opt(va.numerator[k, j]), opt(va.denominator[k, j])))
+    return out

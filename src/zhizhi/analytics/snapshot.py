@@ -39,13 +39,19 @@ BATCH = 50_000
 OPEN_STATES = ("reported", "registered", "dispatched", "handling", "suspended", "feedback")
 CLOSED_STATES = ("closed", "evaluated")
 
+#: Bumped whenever the tables below change; a snapshot of another version is dropped and rebuilt.
+SCHEMA_VERSION = "2"
+TABLES = ("meta", "places", "categories", "cases", "first_dispatch", "overdue_ids", "alarms")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 CREATE TABLE IF NOT EXISTS places (
     place_id INTEGER, code VARCHAR, name VARCHAR, level TINYINT, parent_code VARCHAR, population BIGINT,
-    c0 VARCHAR, c1 VARCHAR, c2 VARCHAR, c3 VARCHAR, c4 VARCHAR);
+    c0 VARCHAR, c1 VARCHAR, c2 VARCHAR, c3 VARCHAR, c4 VARCHAR,
+    a0 INTEGER, a1 INTEGER, a2 INTEGER, a3 INTEGER, a4 INTEGER);
+CREATE TABLE IF NOT EXISTS categories (cat_id SMALLINT PRIMARY KEY, code VARCHAR UNIQUE);
 CREATE TABLE IF NOT EXISTS cases (
-    id BIGINT, place_code VARCHAR, place_id INTEGER, category VARCHAR, source VARCHAR, state VARCHAR,
+    id BIGINT, place_code VARCHAR, place_id INTEGER, category VARCHAR, cat_id SMALLINT, source VARCHAR,
+    state VARCHAR,
     level TINYINT, department VARCHAR, reported_at TIMESTAMP, dispatched_at TIMESTAMP, closed_at TIMESTAMP,
     due_at TIMESTAMP, response_s INTEGER, closing_s INTEGER, satisfaction TINYINT, ever_overdue BOOLEAN,
     overdue_now BOOLEAN, is_open BOOLEAN, repeat_key UBIGINT, is_repeat BOOLEAN, updated_at TIMESTAMP);
@@ -96,8 +102,19 @@ class Snapshot:
         self.path = path
         self.con = duckdb.connect(str(path) if path is not None else ":memory:")
         self.lock = threading.RLock()
-        self.con.execute(SCHEMA)
+        self._migrate()
         self.has_alarms = self.meta("alarms_present") == "1"
+
+    def _migrate(self) -> None:
+        """Create the tables; drop a snapshot written by another schema version (it is only a copy)."""
+        tables = {r[0] for r in self.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        if "meta" in tables:
+            rows = self.con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+            if not rows or rows[0][0] != SCHEMA_VERSION:
+                for t in TABLES:
+                    self.con.execute(f"DROP TABLE IF EXISTS {t}")
+        self.con.execute(SCHEMA)
+        self.con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
 
     # ----- meta --------------------------------------------------------------------------------
     def meta(self, key: str) -> str | None:
@@ -144,8 +161,8 @@ class Snapshot:
     def load_places(self, rows: Sequence[tuple[str, str, int, str | None, int | None]]) -> None:
         """Replace the places: (code, name, level, parent_code, population), any order.
 
-        Each place gets the codes of its ancestors per level (c0 city … c4 grid), which is what the roll-up
-        groups by. Place ids follow code order, so a subtree is (nearly) contiguous.
+        Each place gets the codes (c0 city … c4 grid) and ids (a0 … a4) of its ancestors per level: the
+        roll-up groups by the ids. Place ids follow code order, so a subtree is (nearly) contiguous.
         """
         by_code = {r[0]: r for r in rows}
         ordered = sorted(by_code)
@@ -171,14 +188,18 @@ class Snapshot:
             "population": np.array([by_code[c][4] if by_code[c][4] is not None else -1 for c in ordered],
                                    dtype=np.int64),
         }
+        ids = {c: i for i, c in enumerate(ordered)}
         for lv in range(5):
             cols[f"c{lv}"] = _obj(anc[c][lv] for c in ordered)
+            cols[f"a{lv}"] = np.array([-1 if anc[c][lv] is None else ids[anc[c][lv]]  # type: ignore[index]
+                                       for c in ordered], dtype=np.int32)
         with self.lock:
             self.con.register("_places_in", cols)
             try:
                 self.con.execute("DELETE FROM places")
                 self.con.execute("INSERT INTO places SELECT place_id, code, name, level, parent_code, "
-                                 "nullif(population, -1), c0, c1, c2, c3, c4 FROM _places_in")
+                                 "nullif(population, -1), c0, c1, c2, c3, c4, nullif(a0, -1), nullif(a1, -1), "
+                                 "nullif(a2, -1), nullif(a3, -1), nullif(a4, -1) FROM _places_in")
             finally:
                 self.con.unregister("_places_in")
             self._remap_cases()
@@ -260,11 +281,12 @@ class Snapshot:
         }
         self.con.register("_batch", batch)
         try:
+            self.add_categories("SELECT DISTINCT category FROM _batch")
             self.con.execute("DELETE FROM cases WHERE id IN (SELECT id FROM _batch)")
             self.con.execute(f"""
                 INSERT INTO cases
                 SELECT b.id, b.place_code, coalesce(p.place_id, (SELECT min(place_id) FROM places WHERE level = 0)),
-                       b.category, b.source, b.state, nullif(b.level, -1), b.department, b.reported_at,
+                       b.category, k.cat_id, b.source, b.state, nullif(b.level, -1), b.department, b.reported_at,
                        b.dispatched_at, CASE WHEN b.state IN {CLOSED_STATES} THEN b.closed_at END, b.due_at,
                        CAST(epoch(coalesce(f.dispatched_at, b.dispatched_at)) - epoch(b.reported_at) AS INTEGER),
                        CASE WHEN b.state IN {CLOSED_STATES} THEN CAST(epoch(b.closed_at) - epoch(b.reported_at)
@@ -275,12 +297,19 @@ class Snapshot:
                        b.state IN {OPEN_STATES},
                        hash(coalesce('p:' || b.phone, 'g:' || b.place_code, 'n:' || b.id)),
                        false, b.updated_at
-                FROM _batch b LEFT JOIN places p ON p.code = b.place_code
+                FROM _batch b LEFT JOIN places p ON p.code = b.place_code JOIN categories k ON k.code = b.category
                 LEFT JOIN first_dispatch f ON f.case_id = b.id LEFT JOIN overdue_ids o ON o.case_id = b.id""")
             self.con.execute("INSERT INTO _touched SELECT DISTINCT c.repeat_key, c.category "
                              "FROM cases c SEMI JOIN _batch b ON c.id = b.id")
         finally:
             self.con.unregister("_batch")
+
+    def add_categories(self, select_codes: str) -> None:
+        """Give every new category code (from the one-column query) a small integer id (cheap to group by)."""
+        self.con.execute(f"""INSERT INTO categories
+            SELECT CAST((SELECT coalesce(max(cat_id), 0) FROM categories) + row_number() OVER (ORDER BY code)
+                        AS SMALLINT), code
+            FROM ({select_codes}) n(code) WHERE code NOT IN (SELECT code FROM categories)""")
 
     def _recompute_repeats(self) -> None:
         """Re-mark repeats in every (reporter, category) touched since the last refresh."""
