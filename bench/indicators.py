@@ -246,13 +246,14 @@ def main(argv: list[str] | None = None) -> int:
 
         for grain in (Grain.YEAR, Grain.MONTH):
             best, med, table = time_it(lambda g=grain: facts(g), args.repeat)
-            rows = snap.con.execute(f"SELECT count(*), count(DISTINCT area) FROM {table.name}").fetchall()[0]
+            rows = (table.matrix.size, int((table.matrix != 0).any(axis=1).sum()))
             in_window = snap.con.execute("SELECT count(*) FROM cases WHERE reported_at >= $s AND reported_at < $e",
                                          {"s": table.period.start.replace(tzinfo=None),
                                           "e": table.period.end.replace(tzinfo=None)}).fetchall()[0][0]
             emit(f"facts_{grain.value}_best", best, f"s (whole tree, every area at every level; "
-                 f"{in_window} cases reported in {table.period.label}, {rows[0]} fact rows, {rows[1]} areas)")
+                 f"{in_window} cases reported in {table.period.label}, {rows[0]} sums, {rows[1]} areas with data)")
             emit(f"facts_{grain.value}_median", med, "s")
+            emit(f"facts_{grain.value}_steps", " + ".join(f"{k} {v:.2f}" for k, v in table.seconds.items()), "s")
 
         year = tables[0]
         codes = [i.code for i in tree.indicators()]

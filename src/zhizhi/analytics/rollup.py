@@ -1,21 +1,21 @@
-"""The roll-up: every fact of every slice of the tree, for every area at every level, in set-based SQL.
+"""The roll-up: every fact the tree reads, for every slice, for every area at every level, in one scan.
 
-Three steps, all inside DuckDB:
+1. DuckDB scans the cases once and sums every fact per (finest place, slice signature): a signature is the
+   set of slices a category falls in (a category sits in its sector, its runway, the loop …), so overlapping
+   slices cost no extra scan and there are far fewer groups than (place, category);
+2. a 0/1 (signature × slice) matrix turns those sums into per-slice sums, keeping only the (slice, fact)
+   pairs some formula reads;
+3. a sparse (area × place) ancestry matrix adds every place into itself and all its ancestors, which gives
+   city, district, street, community and grid in one product.
 
-1. one scan of the cases groups them by (finest place, category) and sums every fact at once
-   (`count_if` / `FILTER` over the period's flags) — the only step that touches every case;
-2. a small bridge table maps each category to the slices whose prefixes cover it (a category may sit in
-   several slices: a sector, its runway, the loop), so slices overlap at no extra scan;
-3. `GROUPING SETS` over the place ancestry (city, district, street, community, grid) rolls the sums up to
-   every level in one statement.
-
-Because every fact is a sum, a district's facts are exactly the sums of its cases, and the formulas are
-applied afterwards (`values`), again in SQL, with the thresholds that colour them.
+Because every fact is a sum, a district's facts are exactly the sums of its cases (never an average of
+ratios), and the formulas and thresholds are applied afterwards, vectorised, to whatever areas are asked for.
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +73,7 @@ class FactsTable:
     has_alarms: bool
     matrix: np.ndarray = field(repr=False)
     index: dict[str, int] = field(repr=False)
+    seconds: dict[str, float] = field(default_factory=dict, compare=False)  # per step, for benches
 
 
 def needed_columns(tree: IndicatorTree, slices: dict[Slice, int]) -> dict[tuple[int, str], str]:
@@ -139,6 +140,14 @@ def compute_facts(snapshot: Snapshot, tree: IndicatorTree, period: Period) -> Fa
     facts_used = [f for f in CASE_AGGREGATES if any(k[1] == f for k in case_cols)]
     con = snapshot.con
     p = {"s": start, "e": end}
+    clock = [time.perf_counter()]
+    seconds: dict[str, float] = {}
+
+    def lap(step: str) -> None:
+        now = time.perf_counter()
+        seconds[step] = now - clock[0]
+        clock[0] = now
+
     with snapshot.lock:
         sigs = _signatures(snapshot, slices, by_source)
         inputs = ", ".join(_CASE_INPUTS + (("source",) if by_source else ()))
@@ -150,6 +159,7 @@ def compute_facts(snapshot: Snapshot, tree: IndicatorTree, period: Period) -> Fa
                        coalesce(closed_at >= $s AND closed_at < $e, false) AS ci FROM cases) c
             JOIN _sig g ON {join}
             GROUP BY c.place_id, g.sig_id""", p).fetchnumpy()
+        lap("scan")
         anc = con.execute("SELECT place_id, a0, a1, a2, a3, a4 FROM places ORDER BY place_id").fetchnumpy()
         has_alarms = snapshot.has_alarms and bool(alarm_cols)
         a1 = None
@@ -158,6 +168,7 @@ def compute_facts(snapshot: Snapshot, tree: IndicatorTree, period: Period) -> Fa
             a1 = con.execute(f"""SELECT place_id, scene, severity, {aggs}
                 FROM (SELECT *, raised_at >= $s AND raised_at < $e AS ri FROM alarms)
                 GROUP BY place_id, scene, severity""", p).fetchnumpy()
+    lap("alarms")
     n = len(anc["place_id"])
     names = [*case_cols.values(), *(alarm_cols.values() if has_alarms else ())]
     index = {c: j for j, c in enumerate(names)}
@@ -188,6 +199,7 @@ def compute_facts(snapshot: Snapshot, tree: IndicatorTree, period: Period) -> Fa
             per_slice = _spread(aplace, kind, n, len(kinds), weights) @ member
             for j, (_, col) in enumerate(wanted):
                 own[:, index[col]] = per_slice[:, j]
+    lap("slices")
     # 3. every place adds into itself and each ancestor: one sparse product
     rows, cols = [], []
     for lv in range(5):
@@ -198,8 +210,10 @@ def compute_facts(snapshot: Snapshot, tree: IndicatorTree, period: Period) -> Fa
     r, c = np.concatenate(rows), np.concatenate(cols)
     ancestry = sparse.csr_matrix((np.ones(len(r)), (r, c)), shape=(n, n))
     matrix = np.asarray(ancestry @ own)
+    lap("levels")
     name = f"facts_{next(_counter)}"
-    return FactsTable(name, period, slices, columns if has_alarms else case_cols, has_alarms, matrix, index)
+    return FactsTable(name, period, slices, columns if has_alarms else case_cols, has_alarms, matrix, index,
+                      seconds)
 
 
 def drop_facts(snapshot: Snapshot, table: FactsTable) -> None:

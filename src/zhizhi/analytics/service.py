@@ -124,7 +124,7 @@ class IndicatorService:
             if table is None:
                 table = rollup.compute_facts(self.snapshot, self.tree, period)
                 self._cache[key] = table
-                while len(self._cache) > 8:
+                while len(self._cache) > 4:
                     _, old = self._cache.popitem(last=False)
                     rollup.drop_facts(self.snapshot, old)
             return table
