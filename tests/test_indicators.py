@@ -275,3 +275,12 @@ def test_summary_for_the_console_charts(app: Any, loop_story: dict[str, int], se
     assert sum(d["reported"] for d in jb["trend"]) == 4 and jb["overdue"]["count"] == 0
     with pytest.raises(ValidationFailed):
         service.summary(SYSTEM_PRINCIPAL, days=0)
+
+
+def test_clustering_the_snapshot_changes_no_value(app: Any, loop_story: dict[str, int],
+                                                  service: IndicatorService) -> None:
+    before = service.read(SYSTEM_PRINCIPAL, level="grid", grain="month").rows
+    assert service.snapshot.cluster() == 6
+    service.refresh(force=True)  # the overlap re-reads rows into the rewritten table: still no duplicates
+    after = service.read(SYSTEM_PRINCIPAL, level="grid", grain="month").rows
+    assert after == before

@@ -140,9 +140,33 @@ class Snapshot:
             events = self._refresh_events(engine)
             cases = self._refresh_cases(engine, remap=reloaded)
             alarms = self._refresh_alarms(engine)
+            self._maybe_cluster(cases)
             if reloaded or events or cases or alarms:
                 self.set_meta("version", str(self.version + 1))
             return RefreshStats(cases, events, reloaded, alarms)
+
+    def cluster(self) -> int:
+        """Rewrite the cases in (place, category) order, so the roll-up's grouping finds neighbours together.
+
+        Refreshes append in `updated_at` order; clustering is redone once a fifth of the rows are new.
+        """
+        with self.lock:
+            self.con.execute("CREATE OR REPLACE TABLE cases_clustered AS "
+                             "SELECT * FROM cases ORDER BY place_id, cat_id, reported_at")
+            self.con.execute("DROP TABLE cases")
+            self.con.execute("ALTER TABLE cases_clustered RENAME TO cases")
+            n = int(self.con.execute("SELECT count(*) FROM cases").fetchall()[0][0])
+            self.set_meta("clustered_rows", str(n))
+            self.set_meta("unclustered_rows", "0")
+            return n
+
+    def _maybe_cluster(self, new_rows: int) -> None:
+        if not new_rows:
+            return
+        pending = int(self.meta("unclustered_rows") or 0) + new_rows
+        self.set_meta("unclustered_rows", str(pending))
+        if pending >= 100_000 and pending * 5 >= int(self.meta("clustered_rows") or 0):
+            self.cluster()
 
     def _refresh_places(self, engine: Engine) -> bool:
         with engine.connect() as conn:
