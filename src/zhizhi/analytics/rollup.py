@@ -1,0 +1,305 @@
+"""The roll-up: every fact the tree reads, for every slice, for every area at every level, in one scan.
+
+1. DuckDB scans the cases once and sums every fact per (finest place, slice signature): a signature is the
+   set of slices a category falls in (a category sits in its sector, its runway, the loop …), so overlapping
+   slices cost no extra scan and there are far fewer groups than (place, category);
+2. a 0/1 (signature × slice) matrix turns those sums into per-slice sums, keeping only the (slice, fact)
+   pairs some formula reads;
+3. a sparse (area × place) ancestry matrix adds every place into itself and all its ancestors, which gives
+   city, district, street, community and grid in one product.
+
+Because every fact is a sum, a district's facts are exactly the sums of its cases (never an average of
+ratios), and the formulas and thresholds are applied afterwards, vectorised, to whatever areas are asked for.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+
+from zhizhi.analytics.snapshot import CLOSED_STATES, Snapshot, naive_utc
+from zhizhi.domain.indicators import FACTS, IndicatorTree, Period, Slice, Source
+
+#: Stage-1 aggregate per case fact; `ri` = reported in the period, `ci` = closed in the period.
+CASE_AGGREGATES: dict[str, str] = {
+    "reported": "count_if(ri)",
+    "registered": "count_if(ri AND state <> 'rejected')",
+    "rejected": "count_if(ri AND state = 'rejected')",
+    "closed_of_reported": f"count_if(ri AND state IN {CLOSED_STATES})",
+    "responded": "count_if(ri AND response_s IS NOT NULL)",
+    "response_seconds": "sum(response_s) FILTER (WHERE ri)",
+    "repeats": "count_if(ri AND is_repeat)",
+    "closed": "count_if(ci)",
+    "closed_on_time": "count_if(ci AND NOT ever_overdue)",
+    "closing_seconds": "sum(closing_s) FILTER (WHERE ci)",
+    "evaluated": "count_if(ci AND satisfaction IS NOT NULL)",
+    "satisfaction_sum": "sum(satisfaction) FILTER (WHERE ci)",
+    "satisfied": "count_if(ci AND satisfaction >= 4)",
+    "open_now": "count_if(is_open)",
+    "overdue_now": "count_if(overdue_now)",
+}
+#: The same for alarms; `ri` = raised in the period.
+ALARM_AGGREGATES: dict[str, str] = {
+    "alarms_raised": "count_if(ri)",
+    "alarms_acknowledged": "count_if(ri AND ack_s IS NOT NULL)",
+    "alarm_ack_seconds": "sum(ack_s) FILTER (WHERE ri)",
+    "alarms_to_case": "count_if(ri AND case_id IS NOT NULL)",
+    "alarms_active_now": "count_if(state <> 'cleared')",
+}
+SUMMED_FACTS = (*CASE_AGGREGATES, *ALARM_AGGREGATES)
+assert set(SUMMED_FACTS) | {"population"} == set(FACTS), "every fact of the domain must be computed here"
+
+_counter = itertools.count()
+
+
+@dataclass(frozen=True, slots=True)
+class FactsTable:
+    """A computed period: one row per place (by place id, every level), one column per needed fact.
+
+    `columns` maps (slice id, fact) to its column name and `index` the name to its column in `matrix`;
+    only the pairs some indicator's formula reads are computed.
+    """
+
+    name: str
+    period: Period
+    slices: dict[Slice, int]
+    columns: dict[tuple[int, str], str]
+    has_alarms: bool
+    matrix: np.ndarray = field(repr=False)
+    index: dict[str, int] = field(repr=False)
+    seconds: dict[str, float] = field(default_factory=dict, compare=False)  # per step, for benches
+
+
+def needed_columns(tree: IndicatorTree, slices: dict[Slice, int]) -> dict[tuple[int, str], str]:
+    """The (slice, fact) sums the tree's formulas read, each a column named s<slice>_<fact>."""
+    out: dict[tuple[int, str], str] = {}
+    for ind in tree.indicators():
+        sid = slices[ind.slice]
+        for f in ind.formula.facts():
+            if f != "population":
+                out.setdefault((sid, f), f"s{sid}_{f}")
+    return out
+
+
+def _signatures(snapshot: Snapshot, slices: dict[Slice, int], by_source: bool) -> dict[int, frozenset[int]]:
+    """Give each category (× source) the set of case slices covering it, as a small signature id.
+
+    Cases are summed per (place, signature): far fewer groups than (place, category), and a slice's sum is
+    the sum over the signatures that contain it.
+    """
+    cats = snapshot.con.execute("SELECT cat_id, code FROM categories").fetchall()
+    srcs = [r[0] for r in snapshot.con.execute("SELECT DISTINCT source FROM cases").fetchall()] if by_source \
+        else [None]
+    case_slices = [(sl, sid) for sl, sid in slices.items() if sl.source is Source.CASES]
+    sig_ids: dict[frozenset[int], int] = {}
+    rows = []
+    for cid, code in cats:
+        for src in srcs:
+            members = frozenset(sid for sl, sid in case_slices
+                                if sl.matches_category(code or None) and (not by_source or sl.matches_source(src)))
+            rows.append((cid, src, sig_ids.setdefault(members, len(sig_ids))))
+    snapshot.con.register("_sig_in", {
+        "cat_id": np.array([r[0] for r in rows], dtype=np.int16),
+        "source": np.array([r[1] for r in rows], dtype=object),
+        "sig_id": np.array([r[2] for r in rows], dtype=np.int16)})
+    snapshot.con.execute("CREATE OR REPLACE TEMP TABLE _sig AS SELECT * FROM _sig_in")
+    snapshot.con.unregister("_sig_in")
+    return {i: members for members, i in sig_ids.items()}
+
+
+_CASE_INPUTS = ("place_id", "cat_id", "state", "reported_at", "closed_at", "response_s", "closing_s", "satisfaction",
+                "ever_overdue", "overdue_now", "is_open", "is_repeat")
+
+
+def _spread(place: np.ndarray, group: np.ndarray, n_places: int, n_groups: int, weights: np.ndarray) -> np.ndarray:
+    """Dense (place × group) sums of `weights` (one bincount)."""
+    key = place.astype(np.int64) * n_groups + group.astype(np.int64)
+    return np.bincount(key, weights=weights, minlength=n_places * n_groups).reshape(n_places, n_groups)
+
+
+def compute_facts(snapshot: Snapshot, tree: IndicatorTree, period: Period) -> FactsTable:
+    """Compute every fact the tree reads, for every slice, for every area at every level, over `period`.
+
+    1. DuckDB scans the cases once and sums every fact per (finest place, slice signature);
+    2. a 0/1 (signature × slice) matrix turns those into per-slice sums (one small matrix product per fact);
+    3. a sparse (area × place) ancestry matrix rolls every place up to all its ancestors at once.
+    """
+    slices = {sl: i for i, sl in enumerate(tree.slices())}
+    columns = needed_columns(tree, slices)
+    by_slice = {sl_id: sl for sl, sl_id in slices.items()}
+    start, end = naive_utc(period.start), naive_utc(period.end)
+    by_source = any(sl.sources for sl in slices if sl.source is Source.CASES)
+    case_cols = {k: c for k, c in columns.items() if by_slice[k[0]].source is Source.CASES}
+    alarm_cols = {k: c for k, c in columns.items() if by_slice[k[0]].source is Source.ALARMS}
+    facts_used = [f for f in CASE_AGGREGATES if any(k[1] == f for k in case_cols)]
+    con = snapshot.con
+    p = {"s": start, "e": end}
+    clock = [time.perf_counter()]
+    seconds: dict[str, float] = {}
+
+    def lap(step: str) -> None:
+        now = time.perf_counter()
+        seconds[step] = now - clock[0]
+        clock[0] = now
+
+    with snapshot.lock:
+        sigs = _signatures(snapshot, slices, by_source)
+        inputs = ", ".join(_CASE_INPUTS + (("source",) if by_source else ()))
+        join = "g.cat_id = c.cat_id" + (" AND g.source = c.source" if by_source else "")
+        aggs = ", ".join(f"CAST({CASE_AGGREGATES[f]} AS DOUBLE) AS {f}" for f in facts_used)
+        s1 = con.execute(f"""
+            SELECT c.place_id, g.sig_id, {aggs} FROM (
+                SELECT {inputs}, reported_at >= $s AND reported_at < $e AS ri,
+                       coalesce(closed_at >= $s AND closed_at < $e, false) AS ci FROM cases) c
+            JOIN _sig g ON {join}
+            GROUP BY c.place_id, g.sig_id""", p).fetchnumpy()
+        lap("scan")
+        anc = con.execute("SELECT place_id, a0, a1, a2, a3, a4 FROM places ORDER BY place_id").fetchnumpy()
+        has_alarms = snapshot.has_alarms and bool(alarm_cols)
+        a1 = None
+        if has_alarms:
+            aggs = ", ".join(f"CAST({ALARM_AGGREGATES[f]} AS DOUBLE) AS {f}" for f in ALARM_AGGREGATES)
+            a1 = con.execute(f"""SELECT place_id, scene, severity, {aggs}
+                FROM (SELECT *, raised_at >= $s AND raised_at < $e AS ri FROM alarms)
+                GROUP BY place_id, scene, severity""", p).fetchnumpy()
+    lap("alarms")
+    n = len(anc["place_id"])
+    names = [*case_cols.values(), *(alarm_cols.values() if has_alarms else ())]
+    index = {c: j for j, c in enumerate(names)}
+    own = np.zeros((n, len(names)))
+    # 2. per-slice sums at each place
+    n_sig = max(sigs) + 1 if sigs else 1
+    place = np.asarray(s1["place_id"], dtype=np.int64)
+    sig = np.asarray(s1["sig_id"], dtype=np.int64)
+    for f in facts_used:
+        wanted = [(sid, col) for (sid, ff), col in case_cols.items() if ff == f]
+        member = np.array([[sid in sigs.get(g, ()) for sid, _ in wanted] for g in range(n_sig)], dtype=float)
+        weights = np.ma.filled(np.ma.asarray(s1[f], dtype=float), 0.0)
+        per_slice = _spread(place, sig, n, n_sig, weights) @ member
+        for j, (_, col) in enumerate(wanted):
+            own[:, index[col]] = per_slice[:, j]
+    if a1 is not None and len(a1["place_id"]):
+        keys = list(zip(a1["scene"].tolist(), a1["severity"].tolist(), strict=True))
+        kinds = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+        kind = np.array([kinds[k] for k in keys], dtype=np.int64)
+        aplace = np.asarray(a1["place_id"], dtype=np.int64)
+        for f in ALARM_AGGREGATES:
+            wanted = [(sid, col) for (sid, ff), col in alarm_cols.items() if ff == f]
+            if not wanted:
+                continue
+            member = np.array([[by_slice[sid].matches_alarm(sc, sv) for sid, _ in wanted] for sc, sv in kinds],
+                              dtype=float)
+            weights = np.ma.filled(np.ma.asarray(a1[f], dtype=float), 0.0)
+            per_slice = _spread(aplace, kind, n, len(kinds), weights) @ member
+            for j, (_, col) in enumerate(wanted):
+                own[:, index[col]] = per_slice[:, j]
+    lap("slices")
+    # 3. every place adds into itself and each ancestor: one sparse product
+    rows, cols = [], []
+    for lv in range(5):
+        a = np.ma.filled(np.ma.asarray(anc[f"a{lv}"], dtype=np.int64), -1)
+        ok = a >= 0
+        rows.append(a[ok])
+        cols.append(np.flatnonzero(ok))
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    ancestry = sparse.csr_matrix((np.ones(len(r)), (r, c)), shape=(n, n))
+    matrix = np.asarray(ancestry @ own)
+    lap("levels")
+    name = f"facts_{next(_counter)}"
+    return FactsTable(name, period, slices, columns if has_alarms else case_cols, has_alarms, matrix, index,
+                      seconds)
+
+
+def drop_facts(snapshot: Snapshot, table: FactsTable) -> None:
+    """Nothing is kept in DuckDB for a period; kept for callers that release tables."""
+
+
+VALUE_COLUMNS = ("area", "area_name", "level", "indicator", "value", "status", "numerator", "denominator")
+
+
+@dataclass
+class ValueArrays:
+    """Values for n areas × the chosen indicators, as arrays (NaN = no value): cheap for whole levels."""
+
+    areas: dict[str, np.ndarray]  # place_id, code, name, level, population
+    codes: list[str]
+    value: np.ndarray  # (n_indicators, n_areas)
+    numerator: np.ndarray
+    denominator: np.ndarray
+    status: np.ndarray  # of str
+
+
+def value_arrays(snapshot: Snapshot, tree: IndicatorTree, table: FactsTable, codes: Sequence[str],
+                 area_where: str, params: dict[str, Any]) -> ValueArrays:
+    """Apply the formulas and thresholds to the facts of the areas chosen by `area_where` (SQL over `a`).
+
+    An area with no case in a slice gets 0 for its counts (the cases exist, none matched); alarm facts are
+    NaN ("no data") when the store has no alarms table; a ratio over 0 is NaN too.
+    """
+    with snapshot.lock:
+        res = snapshot.con.execute(f"""
+            SELECT a.place_id, a.code, a.name, a.level, CAST(a.population AS DOUBLE) AS population
+            FROM places a WHERE {area_where} ORDER BY a.place_id""", params).fetchnumpy()
+    n = len(res["place_id"])
+    ids = np.asarray(res["place_id"], dtype=np.int64)
+    data = {"population": np.ma.filled(np.ma.asarray(res["population"], dtype=float), np.nan)}
+    rows = table.matrix[ids] if n else np.zeros((0, len(table.index)))
+    for col, j in table.index.items():
+        data[col] = rows[:, j]
+    nan = np.full(n, np.nan)
+    inds = [tree.get(c) for c in codes]
+    value, num, den = (np.full((len(inds), n), np.nan) for _ in range(3))
+    status = np.empty((len(inds), n), dtype=object)
+
+    def fact(sid: int, f: str | None) -> np.ndarray:
+        if f is None:
+            return nan
+        if f == "population":
+            return data["population"]
+        col = table.columns.get((sid, f))
+        return data[col] if col is not None else nan  # an alarm fact without an alarms table
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for k, ind in enumerate(inds):
+            sid = table.slices[ind.slice]
+            nu, de = fact(sid, ind.formula.numerator), fact(sid, ind.formula.denominator)
+            num[k], den[k] = nu, de
+            if ind.formula.denominator is None:
+                v = nu * ind.formula.scale
+            else:
+                v = np.where((de > 0) | (de < 0), nu * ind.formula.scale / de, np.nan)
+            value[k] = v
+            th = ind.thresholds
+            if th is None:
+                status[k] = np.where(np.isnan(v), "no_data", "none")
+            else:
+                lower = th.direction.value == "lower_is_better"
+                red = v >= th.red if lower else v <= th.red
+                yellow = v >= th.yellow if lower else v <= th.yellow
+                status[k] = np.where(np.isnan(v), "no_data", np.where(red, "red", np.where(yellow, "yellow", "green")))
+    areas = {"place_id": res["place_id"], "code": res["code"], "name": res["name"], "level": res["level"],
+             "population": data["population"]}
+    return ValueArrays(areas, list(codes), value, num, den, status)
+
+
+def values(snapshot: Snapshot, tree: IndicatorTree, table: FactsTable, codes: Sequence[str],
+           area_where: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """The same as rows (area, area_name, level, indicator, value, status, numerator, denominator), by area."""
+    va = value_arrays(snapshot, tree, table, codes, area_where, params)
+
+    def opt(x: float) -> float | None:
+        return None if np.isnan(x) else float(x)
+
+    out = []
+    for j in range(len(va.areas["place_id"])):
+        area, name, level = str(va.areas["code"][j]), str(va.areas["name"][j]), int(va.areas["level"][j])
+        for k, code in enumerate(va.codes):
+            out.append((area, name, level, code, opt(va.value[k, j]), str(va.status[k, j]),
+                        opt(va.numerator[k, j]), opt(va.denominator[k, j])))
+    return out

@@ -1,0 +1,384 @@
+"""The columnar snapshot: cases, places and alarms copied from the system of record into DuckDB.
+
+Refreshing is incremental, so it stays cheap on a store of millions of cases:
+
+* cases whose `updated_at` is at or after the last watermark (less a safety overlap, because a transaction
+  that started earlier may commit later) are re-read and upserted by id; re-reading a row is harmless;
+* the timeline is read once, forward by event id, for the two facts the case row forgets: the *first*
+  dispatch (reassigning and escalating move `dispatched_at`) and whether a step was *ever* overdue (each step
+  clears `overdue_since`);
+* places are reloaded only when the places table changed (count and a checksum of codes and populations);
+* sensing alarms, where the sensing tables exist, are reloaded whole (they are few next to cases, and an
+  alarm changes state without an `updated_at`).
+
+The reporter's phone never enters the snapshot: only a hash of it, used to recognise repeat complaints.
+Timestamps are stored as naive UTC. `closed_at` is kept only for closed and evaluated cases (the case
+row also stamps it on rejection, which is not a closure).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+from sqlalchemy import Engine, column, func, inspect, select, table
+
+from zhizhi.adapters.orm import CaseEventRow, CaseRow, PlaceRow, UtcDateTime
+
+#: How far back of the watermark to re-read, for transactions that committed after a later one.
+OVERLAP = timedelta(minutes=5)
+#: A report repeats an earlier one of the same category from the same reporter within this window.
+REPEAT_WINDOW_DAYS = 30
+BATCH = 50_000
+OPEN_STATES = ("reported", "registered", "dispatched", "handling", "suspended", "feedback")
+CLOSED_STATES = ("closed", "evaluated")
+
+#: Bumped whenever the tables below change; a snapshot of another version is dropped and rebuilt.
+SCHEMA_VERSION = "2"
+TABLES = ("meta", "places", "categories", "cases", "first_dispatch", "overdue_ids", "alarms")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS places (
+    place_id INTEGER, code VARCHAR, name VARCHAR, level TINYINT, parent_code VARCHAR, population BIGINT,
+    c0 VARCHAR, c1 VARCHAR, c2 VARCHAR, c3 VARCHAR, c4 VARCHAR,
+    a0 INTEGER, a1 INTEGER, a2 INTEGER, a3 INTEGER, a4 INTEGER);
+CREATE TABLE IF NOT EXISTS categories (cat_id SMALLINT PRIMARY KEY, code VARCHAR UNIQUE);
+CREATE TABLE IF NOT EXISTS cases (
+    id BIGINT, place_code VARCHAR, place_id INTEGER, category VARCHAR, cat_id SMALLINT, source VARCHAR,
+    state VARCHAR,
+    level TINYINT, department VARCHAR, reported_at TIMESTAMP, dispatched_at TIMESTAMP, closed_at TIMESTAMP,
+    due_at TIMESTAMP, response_s INTEGER, closing_s INTEGER, satisfaction TINYINT, ever_overdue BOOLEAN,
+    overdue_now BOOLEAN, is_open BOOLEAN, repeat_key UBIGINT, is_repeat BOOLEAN, updated_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS first_dispatch (case_id BIGINT PRIMARY KEY, dispatched_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS overdue_ids (case_id BIGINT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS alarms (
+    id BIGINT, place_id INTEGER, scene VARCHAR, severity VARCHAR, state VARCHAR, raised_at TIMESTAMP,
+    ack_s INTEGER, cleared_at TIMESTAMP, case_id BIGINT);
+"""
+
+_CASE_COLUMNS = (
+    CaseRow.id, CaseRow.source, CaseRow.state, CaseRow.category_code, CaseRow.department_code, CaseRow.level,
+    CaseRow.city_code, CaseRow.district_code, CaseRow.street_code, CaseRow.community_code, CaseRow.grid_code,
+    CaseRow.reporter_phone, CaseRow.reported_at, CaseRow.dispatched_at, CaseRow.closed_at, CaseRow.due_at,
+    CaseRow.overdue_since, CaseRow.satisfaction, CaseRow.updated_at,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshStats:
+    cases_read: int
+    events_read: int
+    places_reloaded: bool
+    alarms: int | None  # None: the store has no sensing_alarms table
+
+
+def naive_utc(value: datetime | None) -> datetime | None:
+    """Aware → naive UTC (DuckDB TIMESTAMP); None stays None."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+
+
+def _ts(values: Sequence[datetime | None]) -> np.ndarray:
+    return np.array([naive_utc(v) for v in values], dtype="datetime64[us]")
+
+
+def _obj(values: Iterable[Any]) -> np.ndarray:
+    return np.array(list(values), dtype=object)
+
+
+class Snapshot:
+    """One DuckDB database (a file, or memory) holding the snapshot; safe to share between threads."""
+
+    def __init__(self, path: Path | str | None = None) -> None:
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.con = duckdb.connect(str(path) if path is not None else ":memory:")
+        self.lock = threading.RLock()
+        self._migrate()
+        self.has_alarms = self.meta("alarms_present") == "1"
+
+    def _migrate(self) -> None:
+        """Create the tables; drop a snapshot written by another schema version (it is only a copy)."""
+        tables = {r[0] for r in self.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        if "meta" in tables:
+            rows = self.con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+            if not rows or rows[0][0] != SCHEMA_VERSION:
+                for t in TABLES:
+                    self.con.execute(f"DROP TABLE IF EXISTS {t}")
+        self.con.execute(SCHEMA)
+        self.con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
+
+    # ----- meta --------------------------------------------------------------------------------
+    def meta(self, key: str) -> str | None:
+        rows = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchall()
+        return str(rows[0][0]) if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+
+    @property
+    def version(self) -> int:
+        """Bumped by every refresh that changed something; caches key on it."""
+        return int(self.meta("version") or 0)
+
+    def close(self) -> None:
+        self.con.close()
+
+    # ----- refresh -----------------------------------------------------------------------------
+    def refresh(self, engine: Engine) -> RefreshStats:
+        """Bring the snapshot up to date with the store (incrementally)."""
+        with self.lock:
+            reloaded = self._refresh_places(engine)
+            events = self._refresh_events(engine)
+            cases = self._refresh_cases(engine, remap=reloaded)
+            alarms = self._refresh_alarms(engine)
+            self._maybe_cluster(cases)
+            if reloaded or events or cases or alarms:
+                self.set_meta("version", str(self.version + 1))
+            return RefreshStats(cases, events, reloaded, alarms)
+
+    def cluster(self) -> int:
+        """Rewrite the cases in (place, category) order, so the roll-up's grouping finds neighbours together.
+
+        Refreshes append in `updated_at` order; clustering is redone once a fifth of the rows are new.
+        """
+        with self.lock:
+            self.con.execute("CREATE OR REPLACE TABLE cases_clustered AS "
+                             "SELECT * FROM cases ORDER BY place_id, cat_id, reported_at")
+            self.con.execute("DROP TABLE cases")
+            self.con.execute("ALTER TABLE cases_clustered RENAME TO cases")
+            n = int(self.con.execute("SELECT count(*) FROM cases").fetchall()[0][0])
+            self.set_meta("clustered_rows", str(n))
+            self.set_meta("unclustered_rows", "0")
+            return n
+
+    def _maybe_cluster(self, new_rows: int) -> None:
+        if not new_rows:
+            return
+        pending = int(self.meta("unclustered_rows") or 0) + new_rows
+        self.set_meta("unclustered_rows", str(pending))
+        if pending >= 100_000 and pending * 5 >= int(self.meta("clustered_rows") or 0):
+            self.cluster()
+
+    def _refresh_places(self, engine: Engine) -> bool:
+        with engine.connect() as conn:
+            count, checksum = conn.execute(
+                select(func.count(), func.coalesce(func.sum(func.coalesce(PlaceRow.population, 0)), 0))
+            ).one()
+            signature = f"{count}:{checksum}"
+            if signature == self.meta("places_signature"):
+                return False
+            rows = conn.execute(select(PlaceRow.code, PlaceRow.name, PlaceRow.level, PlaceRow.parent_code,
+                                       PlaceRow.population).order_by(PlaceRow.code)).all()
+        self.load_places([(r.code, r.name, int(r.level), r.parent_code, r.population) for r in rows])
+        self.set_meta("places_signature", signature)
+        return True
+
+    def load_places(self, rows: Sequence[tuple[str, str, int, str | None, int | None]]) -> None:
+        """Replace the places: (code, name, level, parent_code, population), any order.
+
+        Each place gets the codes (c0 city … c4 grid) and ids (a0 … a4) of its ancestors per level: the
+        roll-up groups by the ids. Place ids follow code order, so a subtree is (nearly) contiguous.
+        """
+        by_code = {r[0]: r for r in rows}
+        ordered = sorted(by_code)
+        anc: dict[str, list[str | None]] = {}
+
+        def chain(code: str) -> list[str | None]:
+            if code in anc:
+                return anc[code]
+            _, _, level, parent, _ = by_code[code]
+            out = list(chain(parent)) if parent in by_code else [None] * 5
+            out[level] = code
+            anc[code] = out
+            return out
+
+        for code in ordered:
+            chain(code)
+        cols: dict[str, np.ndarray] = {
+            "place_id": np.arange(len(ordered), dtype=np.int32),
+            "code": _obj(ordered),
+            "name": _obj(by_code[c][1] for c in ordered),
+            "level": np.array([by_code[c][2] for c in ordered], dtype=np.int8),
+            "parent_code": _obj(by_code[c][3] for c in ordered),
+            "population": np.array([by_code[c][4] if by_code[c][4] is not None else -1 for c in ordered],
+                                   dtype=np.int64),
+        }
+        ids = {c: i for i, c in enumerate(ordered)}
+        for lv in range(5):
+            cols[f"c{lv}"] = _obj(anc[c][lv] for c in ordered)
+            cols[f"a{lv}"] = np.array([-1 if anc[c][lv] is None else ids[anc[c][lv]]  # type: ignore[index]
+                                       for c in ordered], dtype=np.int32)
+        with self.lock:
+            self.con.register("_places_in", cols)
+            try:
+                self.con.execute("DELETE FROM places")
+                self.con.execute("INSERT INTO places SELECT place_id, code, name, level, parent_code, "
+                                 "nullif(population, -1), c0, c1, c2, c3, c4, nullif(a0, -1), nullif(a1, -1), "
+                                 "nullif(a2, -1), nullif(a3, -1), nullif(a4, -1) FROM _places_in")
+            finally:
+                self.con.unregister("_places_in")
+            self._remap_cases()
+
+    def _remap_cases(self) -> None:
+        """Point every case at the current id of its finest place (after places were reloaded)."""
+        self.con.execute("""
+            UPDATE cases SET place_id = p.place_id FROM places p WHERE p.code = cases.place_code;
+            UPDATE cases SET place_id = (SELECT min(place_id) FROM places WHERE level = 0)
+             WHERE place_code IS NULL OR place_code NOT IN (SELECT code FROM places);
+        """)
+
+    def _refresh_events(self, engine: Engine) -> int:
+        last = int(self.meta("event_watermark") or 0)
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(CaseEventRow.id, CaseEventRow.case_id, CaseEventRow.action, CaseEventRow.at)
+                .where(CaseEventRow.id > last, CaseEventRow.action.in_(("dispatch", "overdue")))
+                .order_by(CaseEventRow.id)
+            ).all()
+            top = conn.scalar(select(func.max(CaseEventRow.id))) or 0
+        if rows:
+            disp = [(r.case_id, naive_utc(r.at)) for r in rows if r.action == "dispatch"]
+            over = sorted({r.case_id for r in rows if r.action == "overdue"})
+            if disp:
+                self.con.register("_disp", {"case_id": np.array([d[0] for d in disp], dtype=np.int64),
+                                            "t": _ts([d[1] for d in disp])})
+                self.con.execute("""INSERT INTO first_dispatch SELECT case_id, min(t) FROM _disp GROUP BY case_id
+                                    ON CONFLICT (case_id)
+                                    DO UPDATE SET dispatched_at = least(dispatched_at, excluded.dispatched_at)""")
+                self.con.execute("""UPDATE cases
+                                    SET response_s = CAST(epoch(f.dispatched_at) - epoch(cases.reported_at) AS INTEGER)
+                                    FROM first_dispatch f WHERE f.case_id = cases.id
+                                    AND f.case_id IN (SELECT case_id FROM _disp)""")
+                self.con.unregister("_disp")
+            if over:
+                self.con.register("_over", {"case_id": np.array(over, dtype=np.int64)})
+                self.con.execute("INSERT OR IGNORE INTO overdue_ids SELECT case_id FROM _over")
+                self.con.execute("UPDATE cases SET ever_overdue = true WHERE id IN (SELECT case_id FROM _over)")
+                self.con.unregister("_over")
+        self.set_meta("event_watermark", str(max(top, last)))
+        return len(rows)
+
+    def _refresh_cases(self, engine: Engine, *, remap: bool) -> int:
+        mark = self.meta("case_watermark")
+        query = select(*_CASE_COLUMNS).order_by(CaseRow.updated_at, CaseRow.id)
+        if mark:
+            since = datetime.fromisoformat(mark).replace(tzinfo=UTC) - OVERLAP
+            query = query.where(CaseRow.updated_at >= since)
+        total = 0
+        newest: datetime | None = None
+        self.con.execute("CREATE OR REPLACE TEMP TABLE _touched (repeat_key UBIGINT, category VARCHAR)")
+        with engine.connect() as conn:
+            result = conn.execution_options(yield_per=BATCH).execute(query)
+            for part in result.partitions(BATCH):
+                self._upsert_cases(part)
+                total += len(part)
+                newest = naive_utc(part[-1].updated_at)
+        if total:
+            self._recompute_repeats()
+            self.set_meta("case_watermark", newest.isoformat() if newest else (mark or ""))
+        return total
+
+    def _upsert_cases(self, rows: Sequence[Any]) -> None:
+        cols = list(zip(*rows, strict=True))
+        (ids, source, state, cat, dept, level, city, district, street, community, grid, phone,
+         reported, dispatched, closed, due, overdue_since, sat, updated) = cols
+        finest = [g or c or s or d or ci for g, c, s, d, ci in zip(grid, community, street, district, city,
+                                                                   strict=True)]
+        batch = {
+            "id": np.array(ids, dtype=np.int64), "source": _obj(source), "state": _obj(state),
+            "category": _obj(c or "" for c in cat), "department": _obj(dept),
+            "level": np.array([-1 if v is None else v for v in level], dtype=np.int8),
+            "place_code": _obj(finest), "phone": _obj(phone),
+            "reported_at": _ts(reported), "dispatched_at": _ts(dispatched), "closed_at": _ts(closed),
+            "due_at": _ts(due), "overdue_since": _ts(overdue_since),
+            "satisfaction": np.array([0 if v is None else v for v in sat], dtype=np.int8),
+            "updated_at": _ts(updated),
+        }
+        self.con.register("_batch", batch)
+        try:
+            self.add_categories("SELECT DISTINCT category FROM _batch")
+            self.con.execute("DELETE FROM cases WHERE id IN (SELECT id FROM _batch)")
+            self.con.execute(f"""
+                INSERT INTO cases
+                SELECT b.id, b.place_code, coalesce(p.place_id, (SELECT min(place_id) FROM places WHERE level = 0)),
+                       b.category, k.cat_id, b.source, b.state, nullif(b.level, -1), b.department, b.reported_at,
+                       b.dispatched_at, CASE WHEN b.state IN {CLOSED_STATES} THEN b.closed_at END, b.due_at,
+                       CAST(epoch(coalesce(f.dispatched_at, b.dispatched_at)) - epoch(b.reported_at) AS INTEGER),
+                       CASE WHEN b.state IN {CLOSED_STATES} THEN CAST(epoch(b.closed_at) - epoch(b.reported_at)
+                            AS INTEGER) END,
+                       nullif(b.satisfaction, 0),
+                       o.case_id IS NOT NULL OR b.overdue_since IS NOT NULL,
+                       b.state IN {OPEN_STATES} AND b.overdue_since IS NOT NULL,
+                       b.state IN {OPEN_STATES},
+                       hash(coalesce('p:' || b.phone, 'g:' || b.place_code, 'n:' || b.id)),
+                       false, b.updated_at
+                FROM _batch b LEFT JOIN places p ON p.code = b.place_code JOIN categories k ON k.code = b.category
+                LEFT JOIN first_dispatch f ON f.case_id = b.id LEFT JOIN overdue_ids o ON o.case_id = b.id""")
+            self.con.execute("INSERT INTO _touched SELECT DISTINCT c.repeat_key, c.category "
+                             "FROM cases c SEMI JOIN _batch b ON c.id = b.id")
+        finally:
+            self.con.unregister("_batch")
+
+    def add_categories(self, select_codes: str) -> None:
+        """Give every new category code (from the one-column query) a small integer id (cheap to group by)."""
+        self.con.execute(f"""INSERT INTO categories
+            SELECT CAST((SELECT coalesce(max(cat_id), 0) FROM categories) + row_number() OVER (ORDER BY code)
+                        AS SMALLINT), code
+            FROM ({select_codes}) n(code) WHERE code NOT IN (SELECT code FROM categories)""")
+
+    def _recompute_repeats(self) -> None:
+        """Re-mark repeats in every (reporter, category) touched since the last refresh."""
+        self.con.execute(f"""
+            UPDATE cases SET is_repeat = r.rep FROM (
+                SELECT id, coalesce(reported_at - lag(reported_at) OVER w <= INTERVAL {REPEAT_WINDOW_DAYS} DAY,
+                                    false) AND category <> '' AS rep
+                FROM cases SEMI JOIN (SELECT DISTINCT * FROM _touched) t USING (repeat_key, category)
+                WINDOW w AS (PARTITION BY repeat_key, category ORDER BY reported_at, id)) r
+            WHERE cases.id = r.id AND cases.is_repeat IS DISTINCT FROM r.rep""")
+
+    def _refresh_alarms(self, engine: Engine) -> int | None:
+        if not inspect(engine).has_table("sensing_alarms"):
+            self.has_alarms = False
+            self.set_meta("alarms_present", "0")
+            return None
+        # Read through a table clause (not the sensing capability's ORM class) so this works on any branch.
+        t = table("sensing_alarms", column("id"), column("scene"), column("severity"), column("state"),
+                  column("raised_at", UtcDateTime()), column("acknowledged_at", UtcDateTime()),
+                  column("cleared_at", UtcDateTime()), column("grid_code"), column("case_id"))
+        with engine.connect() as conn:
+            rows = conn.execute(select(t)).all()
+        when = naive_utc
+
+        batch = {
+            "id": np.array([r.id for r in rows], dtype=np.int64),
+            "scene": _obj(r.scene for r in rows), "severity": _obj(r.severity for r in rows),
+            "state": _obj(r.state for r in rows), "grid_code": _obj(r.grid_code for r in rows),
+            "raised_at": _ts([when(r.raised_at) for r in rows]),
+            "acknowledged_at": _ts([when(r.acknowledged_at) for r in rows]),
+            "cleared_at": _ts([when(r.cleared_at) for r in rows]),
+            "case_id": np.array([-1 if r.case_id is None else r.case_id for r in rows], dtype=np.int64),
+        }
+        self.con.register("_alarms", batch)
+        try:
+            self.con.execute("DELETE FROM alarms")
+            self.con.execute("""
+                INSERT INTO alarms SELECT a.id,
+                    coalesce(p.place_id, (SELECT min(place_id) FROM places WHERE level = 0)),
+                    a.scene, a.severity, a.state, a.raised_at,
+                    CAST(epoch(a.acknowledged_at) - epoch(a.raised_at) AS INTEGER), a.cleared_at,
+                    nullif(a.case_id, -1)
+                FROM _alarms a LEFT JOIN places p ON p.code = a.grid_code""")
+        finally:
+            self.con.unregister("_alarms")
+        self.has_alarms = True
+        self.set_meta("alarms_present", "1")
+        return len(rows)
