@@ -145,7 +145,7 @@ def test_whole_loop_clicked_through_by_each_role(live_server: LiveServer, browse
         phone.close()
     case = api_case(live_server, case_id)
     assert case["state"] == "registered", "located and categorised: registered, waiting for the dispatcher"
-    assert case["location"]["grid"]["code"] == "500103002002"
+    assert case["location"]["grid"]["code"] == "500103002002002"
     assert len(case["photos"]) == 1 and httpx.get(live_server.base + case["photos"][0]).content == PNG
 
     ctx = new_context(browser, watch)

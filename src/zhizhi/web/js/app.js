@@ -61,22 +61,30 @@ function renderChrome() {
   translateDom(document.querySelector(".topbar"));
 }
 
+let generation = 0;
+
 async function route() {
+  const my = ++generation;
   const { name, args, query } = parseHash();
   const spec = VIEWS[name] || VIEWS.screen;
   if (!spec.public && !session.user) { location.hash = `#/login?next=${encodeURIComponent(location.hash)}`; return; }
   renderChrome();
   if (cleanup) { try { cleanup(); } catch (e) { console.error(e); } cleanup = null; }
+  // Each route renders into its own element: a slower, older view finishing late writes into a detached one.
   const view = document.getElementById("view");
-  view.innerHTML = `<p class="muted">${t("common.loading")}</p>`;
+  const el = document.createElement("div");
+  view.replaceChildren(el);
   view.dataset.view = name;
+  el.innerHTML = `<p class="muted">${t("common.loading")}</p>`;
   try {
     const mod = await import(spec.module);
-    cleanup = (await mod.render(view, { args, query })) || null;
-    translateDom(view);
+    const done = (await mod.render(el, { args, query })) || null;
+    if (my !== generation) { if (done) done(); return; }
+    cleanup = done;
+    translateDom(el);
   } catch (e) {
     console.error(e);
-    view.innerHTML = `<div class="panel error">${t("common.error")}: ${e.message}</div>`;
+    if (my === generation) el.innerHTML = `<div class="panel error">${t("common.error")}: ${e.message}</div>`;
   }
 }
 

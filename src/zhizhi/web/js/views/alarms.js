@@ -7,8 +7,10 @@ import { toast } from "../app.js";
 
 export async function render(el) {
   el.innerHTML = `<div class="panel"><h2>${t("nav.alarms")}</h2><div id="a-body" data-testid="alarms"></div></div>`;
+  let alive = true;
   async function load() {
     const res = await optional("/api/v1/alarms?limit=200", null);
+    if (!alive) return;
     const box = el.querySelector("#a-body");
     if (res === null) { box.innerHTML = `<p class="muted" data-testid="no-sensing">${t("alarms.none")}</p>`; return; }
     const items = Array.isArray(res) ? res : res.items || [];
@@ -28,5 +30,5 @@ export async function render(el) {
   }
   const off = onLive((kind) => { if (kind === "alarm") load(); });
   await load();
-  return off;
+  return () => { alive = false; off(); };
 }

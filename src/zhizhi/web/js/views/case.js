@@ -14,10 +14,11 @@ const LEVELS = ["city", "district", "street", "community", "grid"];
 
 export async function render(el, { args }) {
   const id = Number(args[0]);
-  let chart = null;
+  let chart = null; let alive = true;
 
   async function draw() {
     const c = await api(`/api/v1/cases/${id}`);
+    if (!alive) return;
     const actions = actionsFor(c, store.actions);
     const loc = c.location || {};
     const places = ["district", "street", "community", "grid"].map((k) => loc[k]).filter(Boolean);
@@ -137,7 +138,7 @@ export async function render(el, { args }) {
 
   const off = onLive((kind, ev) => { if (kind === "case" && ev.case_id === id && !el.querySelector("form")) draw(); });
   await draw();
-  return () => { off(); if (chart) chart.dispose(); };
+  return () => { alive = false; off(); if (chart) chart.dispose(); };
 }
 
 export function actionLabel(code, zh) {

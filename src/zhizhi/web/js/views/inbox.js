@@ -18,9 +18,11 @@ export async function render(el, { query }) {
     <th>${t("case.due")}</th><th>${t("inbox.left")}</th><th></th></tr></thead><tbody id="i-body"></tbody></table></div>`;
   el.querySelector("#i-dept").addEventListener("change", (e) => { dept = e.target.value; localStorage.setItem("zz.inboxDept", dept); load(); });
 
+  let alive = true;
   async function load() {
     const q = `department=${encodeURIComponent(dept)}&state=dispatched&state=handling&state=suspended&state=feedback`;
     const { items } = await allCases(q, 1000);
+    if (!alive) return; // the user moved on while the list was loading
     items.sort((a, b) => (a.due_at || "9").localeCompare(b.due_at || "9"));
     el.querySelector("#i-body").innerHTML = items.map((c) => `<tr data-case="${c.id}"><td><a href="#/case/${c.id}">${c.id}</a></td>
       <td>${esc(c.title || "")}<div class="muted small">${esc(c.location?.grid?.name || "")}</div></td>
@@ -52,5 +54,5 @@ export async function render(el, { query }) {
   const timer = setInterval(tick, 1000);
   const off = onLive((kind) => { if (kind === "case") load(); });
   await load();
-  return () => { clearInterval(timer); off(); };
+  return () => { alive = false; clearInterval(timer); off(); };
 }

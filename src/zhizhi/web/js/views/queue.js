@@ -13,6 +13,7 @@ export async function render(el) {
     <table data-testid="queue"><thead><tr><th>#</th><th>${t("case.title")}</th><th>${t("case.state")}</th><th>${t("case.place")}</th>
     <th>${t("queue.suggestion")}</th><th></th></tr></thead><tbody id="q-body"></tbody></table></div>`;
 
+  let alive = true;
   async function load() {
     const queue = await optional("/api/v1/dispatch/queue", null);
     let items;
@@ -24,6 +25,7 @@ export async function render(el) {
       items = res.items.map((c) => ({ c, suggestions: null }));
       el.querySelector("#q-source").textContent = t("queue.fromRules");
     }
+    if (!alive) return; // the user moved on while the queue was loading
     const body = el.querySelector("#q-body");
     body.innerHTML = items.map(({ c, suggestions }) => {
       const n = normalise(c);
@@ -55,5 +57,5 @@ export async function render(el) {
 
   const off = onLive((kind) => { if (kind === "case") load(); });
   await load();
-  return off;
+  return () => { alive = false; off(); };
 }

@@ -15,28 +15,28 @@ export async function render(el) {
   el.innerHTML = `
   <div class="screen">
     <div class="col">
-      <div class="panel"><h3 data-i18n="screen.tiles">核心指标</h3><div class="tiles" id="tiles" data-testid="tiles"></div>
+      <div class="panel"><h3>${t("screen.tiles")}</h3><div class="tiles" id="tiles" data-testid="tiles"></div>
         <div class="muted small" id="tiles-source"></div></div>
-      <div class="panel"><h3 data-i18n="screen.byCategory">案件类别</h3><div class="chart" id="c-category"></div></div>
-      <div class="panel"><h3 data-i18n="screen.byLevel">处置层级</h3><div class="chart" id="c-level"></div></div>
+      <div class="panel"><h3>${t("screen.byCategory")}</h3><div class="chart" id="c-category"></div></div>
+      <div class="panel"><h3>${t("screen.byLevel")}</h3><div class="chart" id="c-level"></div></div>
     </div>
     <div class="col">
       <div class="panel map-panel" id="map-panel">${mapShell()}
         <div class="small muted" id="children" data-testid="children"></div></div>
-      <div class="panel"><h3 data-i18n="screen.trend">24小时趋势</h3><div class="chart" id="c-trend"></div></div>
+      <div class="panel"><h3>${t("screen.trend")}</h3><div class="chart" id="c-trend"></div></div>
     </div>
     <div class="col">
-      <div class="panel"><h3 data-i18n="screen.live">实时动态</h3><ul class="feed" id="feed" data-testid="feed"></ul></div>
-      <div class="panel"><h3 data-i18n="screen.overdue">超期案件</h3><ul class="feed" id="overdue" data-testid="overdue-list"></ul></div>
-      <div class="panel"><h3 data-i18n="screen.ontime">按期结案率 · 满意度</h3><div class="chart" id="c-gauge"></div></div>
-      <div class="panel"><h3 data-i18n="screen.alarmsByScene">告警场景</h3><div class="chart" id="c-alarms"></div>
+      <div class="panel"><h3>${t("screen.live")}</h3><ul class="feed" id="feed" data-testid="feed"></ul></div>
+      <div class="panel"><h3>${t("screen.overdue")}</h3><ul class="feed" id="overdue" data-testid="overdue-list"></ul></div>
+      <div class="panel"><h3>${t("screen.ontime")}</h3><div class="chart" id="c-gauge"></div></div>
+      <div class="panel"><h3>${t("screen.alarmsByScene")}</h3><div class="chart" id="c-alarms"></div>
         <div class="muted small" id="alarms-note"></div></div>
     </div>
   </div>`;
   const echarts = await loadECharts();
   const charts = {};
   for (const id of ["category", "level", "trend", "gauge", "alarms"]) charts[id] = echarts.init(el.querySelector(`#c-${id}`));
-  let cases = []; let alarms = null; let area = null;
+  let cases = []; let alarms = null; let area = null; let alive = true;
   const map = new CityMap(el.querySelector("#map-panel"), {
     onArea: (a) => { area = a; redraw(); },
     onCase: (id) => navigate(`#/case/${id}`),
@@ -45,6 +45,7 @@ export async function render(el) {
 
   async function load() {
     const [res, al] = await Promise.all([allCases(), optional("/api/v1/alarms?limit=500", null)]);
+    if (!alive) return;
     cases = res.items.map(normalise);
     alarms = al === null ? null : (Array.isArray(al) ? al : al.items || []);
     await map.ready;
@@ -59,6 +60,7 @@ export async function render(el) {
   }
 
   async function redraw() {
+    if (!alive) return;
     const list = scoped();
     await renderTiles(list);
     renderCharts(list);
@@ -175,7 +177,7 @@ export async function render(el) {
   });
   const refresh = setInterval(load, 60000); // actions without an event (accept, handle) show within a minute
   await load();
-  return () => { off(); clearInterval(refresh); clearTimeout(timer); map.dispose(); Object.values(charts).forEach((c) => c.dispose()); };
+  return () => { alive = false; off(); clearInterval(refresh); clearTimeout(timer); map.dispose(); Object.values(charts).forEach((c) => c.dispose()); };
 }
 
 function catName(code) {
