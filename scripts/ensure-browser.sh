@@ -6,7 +6,8 @@ set -euo pipefail
 need=()
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
-if ! fc-list 2>/dev/null | grep -qi "Noto Sans CJK"; then need+=(fonts-noto-cjk); fi
+if [ ! -e /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ] \
+   && ! fc-list 2>/dev/null | grep -qi "Noto Sans CJK"; then need+=(fonts-noto-cjk); fi
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -130,7 +130,7 @@ def test_whole_loop_clicked_through_by_each_role(live_server: LiveServer, browse
     try:
         page = phone.new_page()
         as_role(page, live_server, "grid_worker", then="#/report")
-        page.fill("#r-title", "朝天门路灯不亮")
+        page.fill("#r-title", "朝天门井盖缺失")
         page.select_option("#r-category", "C0101")
         page.click("[data-testid=gps]")
         page.wait_for_function("document.querySelector('[data-testid=located]').textContent.includes('网格')")
@@ -176,7 +176,7 @@ def test_whole_loop_clicked_through_by_each_role(live_server: LiveServer, browse
         buttons = page.eval_on_selector_all("[data-testid=actions] button", "bs => bs.map((b) => b.dataset.action)")
         assert "handle" in buttons and "verify" not in buttons and "dispatch" not in buttons, buttons
         page.click("[data-testid=actions] button[data-action='handle']")
-        page.fill("[data-testid=action-form] textarea[name=note]", "已更换灯泡，恢复照明")
+        page.fill("[data-testid=action-form] textarea[name=note]", "已补装井盖，恢复通行")
         page.set_input_files("[data-testid=action-form] input[type=file]",
                              files=[{"name": "fixed.png", "mimeType": "image/png", "buffer": PNG}])
         page.click("[data-testid=action-submit]")
