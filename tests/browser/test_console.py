@@ -115,6 +115,13 @@ def test_new_case_appears_on_every_open_screen(live_server: LiveServer, browser:
             page.wait_for_selector(f"#feed [data-case='{case_id}']", timeout=3000)
             page.wait_for_function(f"Number(document.querySelector('#map-panel').dataset.points) > {n}", timeout=3000)
             assert "解放碑路口井盖缺失" in page.inner_text("#feed")
+        # A later action on the case (here a dispatch through the API) shows too: its state on every screen.
+        r = httpx.post(f"{live_server.base}/api/v1/cases/{case_id}/actions", json={
+            "action": "dispatch", "department": "chengguan", "level": "district"}, timeout=10)
+        assert r.status_code == 200, r.text
+        for page in screens:
+            page.wait_for_function(f"""document.querySelector("#feed [data-case='{case_id}'] .pill")
+                                       .textContent === '待接收'""", timeout=3000)
         screenshot(screens[0], "03-live-update")
     finally:
         for ctx in contexts:

@@ -66,3 +66,13 @@ function dispatch(block) {
   let payload; try { payload = JSON.parse(data); } catch { return; }
   for (const fn of listeners) { try { fn(event, payload); } catch (e) { console.error(e); } }
 }
+
+/** Run `fn` once after a burst of live events of `kind` (one action sends a few events). */
+export function onLiveQuiet(kind, fn, ms = 250, filter = () => true) {
+  let timer = null;
+  const off = onLive((k, ev) => {
+    if (k !== kind || !filter(ev)) return;
+    clearTimeout(timer); timer = setTimeout(fn, ms);
+  });
+  return () => { clearTimeout(timer); off(); };
+}

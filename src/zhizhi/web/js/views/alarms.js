@@ -1,7 +1,7 @@
 // Alarms from the sensing capability, with acknowledge; without it installed the page says there is no sensing data.
 import { api, optional } from "../api.js";
 import { t, fmtTime } from "../i18n.js";
-import { onLive } from "../live.js";
+import { onLiveQuiet } from "../live.js";
 import { esc } from "./screen.js";
 import { toast } from "../app.js";
 
@@ -28,7 +28,7 @@ export async function render(el) {
       catch (e) { b.disabled = false; toast(e.message, "alarm"); }
     }));
   }
-  const off = onLive((kind) => { if (kind === "alarm") load(); });
+  const off = onLiveQuiet("alarm", load);
   await load();
   return () => { alive = false; off(); };
 }

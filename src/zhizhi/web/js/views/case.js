@@ -4,7 +4,7 @@ import { t, fmtTime, localName, currentLang } from "../i18n.js";
 import { store } from "../store.js";
 import { actionsFor, actor } from "../session.js";
 import { loadECharts } from "../charts.js";
-import { onLive } from "../live.js";
+import { onLiveQuiet } from "../live.js";
 import { esc } from "./screen.js";
 import { toast } from "../app.js";
 import { uploadPhotos } from "./report.js";
@@ -136,7 +136,7 @@ export async function render(el, { args }) {
     });
   }
 
-  const off = onLive((kind, ev) => { if (kind === "case" && ev.case_id === id && !el.querySelector("form")) draw(); });
+  const off = onLiveQuiet("case", () => { if (alive && !el.querySelector("form")) draw(); }, 250, (ev) => ev.case_id === id);
   await draw();
   return () => { alive = false; off(); if (chart) chart.dispose(); };
 }

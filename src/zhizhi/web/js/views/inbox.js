@@ -3,7 +3,7 @@ import { api, allCases } from "../api.js";
 import { t, fmtTime, fmtDuration, localName } from "../i18n.js";
 import { store } from "../store.js";
 import { session, actor } from "../session.js";
-import { onLive } from "../live.js";
+import { onLiveQuiet } from "../live.js";
 import { esc } from "./screen.js";
 import { toast } from "../app.js";
 
@@ -52,7 +52,7 @@ export async function render(el, { query }) {
     });
   }
   const timer = setInterval(tick, 1000);
-  const off = onLive((kind) => { if (kind === "case") load(); });
+  const off = onLiveQuiet("case", load);
   await load();
   return () => { alive = false; clearInterval(timer); off(); };
 }

@@ -4,7 +4,7 @@ import { api, optional, allCases } from "../api.js";
 import { t, fmtTime, localName } from "../i18n.js";
 import { store, normalise, ruleSuggestion } from "../store.js";
 import { actor } from "../session.js";
-import { onLive } from "../live.js";
+import { onLiveQuiet } from "../live.js";
 import { esc } from "./screen.js";
 import { toast } from "../app.js";
 
@@ -55,7 +55,7 @@ export async function render(el) {
     } catch (e) { button.disabled = false; toast(`${t("common.error")}: ${e.message}`, "alarm"); }
   }
 
-  const off = onLive((kind) => { if (kind === "case") load(); });
+  const off = onLiveQuiet("case", load);
   await load();
   return () => { alive = false; off(); };
 }

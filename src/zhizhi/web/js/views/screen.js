@@ -175,7 +175,7 @@ export async function render(el) {
     }
     clearTimeout(timer); timer = setTimeout(redraw, 300);
   });
-  const refresh = setInterval(load, 60000); // actions without an event (accept, handle) show within a minute
+  const refresh = setInterval(load, 300000); // a safety net for changes made by other processes (CLI imports)
   await load();
   return () => { alive = false; off(); clearInterval(refresh); clearTimeout(timer); map.dispose(); Object.values(charts).forEach((c) => c.dispose()); };
 }
