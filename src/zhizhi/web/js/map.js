@@ -52,8 +52,8 @@ export class CityMap {
   }
 
   async show(code, fc = null) {
-    fc = fc || (code ? await api(`/api/v1/places?parent=${encodeURIComponent(code)}`)
-      : await api("/api/v1/places?level=district"));
+    fc = fc || (code ? await api(`/api/v1/places?parent=${encodeURIComponent(code)}${this.path.length <= 1 ? "&simplify_m=200" : ""}`)
+      : await api("/api/v1/places?level=district&simplify_m=200"));
     this.features = fc.features.filter((f) => f.geometry);
     this.mapName = `zz-${code || "all"}`;
     this.echarts.registerMap(this.mapName, { type: "FeatureCollection", features: this.features });
@@ -122,6 +122,7 @@ export class CityMap {
       tooltip: { trigger: "item", formatter: (p) => p.componentType === "geo"
         ? `${this.names[p.name] || p.name} · ${t("map.openCases")}: ${open.get(p.name) || 0}` : p.name },
       geo: { map: this.mapName, nameProperty: "code", roam: true, regions, selectedMode: false,
+        layoutCenter: ["50%", "50%"], layoutSize: "96%",
         label: { show: this.features.length <= 60, color: "#cfe3ff", fontSize: 11,
           formatter: (p) => this.names[p.name] || p.name },
         emphasis: { label: { show: true, color: "#fff" }, itemStyle: { areaColor: "#1f5fb0" } },
