@@ -23,7 +23,7 @@ export async function render(el) {
     <div class="col">
       <div class="panel map-panel" id="map-panel">${mapShell()}
         <div class="small muted" id="children" data-testid="children"></div></div>
-      <div class="panel"><h3>${t("screen.trend")}</h3><div class="chart" id="c-trend"></div></div>
+      <div class="panel"><h3 id="trend-title">${t("screen.trend")}</h3><div class="chart" id="c-trend"></div></div>
     </div>
     <div class="col">
       <div class="panel"><h3>${t("screen.live")}</h3><ul class="feed" id="feed" data-testid="feed"></ul></div>
@@ -59,89 +59,76 @@ export async function render(el) {
     return cases.filter((c) => c.codes.includes(area.code));
   }
 
+  let summaryAt = 0; let summaryKey = ""; let summary = null;
   async function redraw() {
     if (!alive) return;
     const list = scoped();
-    await renderTiles(list);
-    renderCharts(list);
-    renderOverdue(list);
+    // The indicators capability's summary when installed (refetched at most every 10 s), else the case list.
+    const key = area?.code || "";
+    if (key && (key !== summaryKey || Date.now() - summaryAt > 10000)) {
+      summary = await optional(`/api/v1/indicators/summary?area=${encodeURIComponent(key)}&days=30`, null);
+      summaryKey = key; summaryAt = Date.now();
+      if (!alive) return;
+    }
+    const fig = summary ? fromSummary(summary, alarms) : fromCases(list, alarms);
+    el.querySelector("#tiles").innerHTML = fig.tiles.map((x) => tile(x.label, x.value, x.unit, x.cls)).join("");
+    el.querySelector("#tiles-source").textContent = summary ? t("screen.fromIndicators") : t("screen.fromCases", { n: list.length });
+    renderCharts(fig);
+    renderOverdue(fig.overdue);
     renderChildren();
   }
 
   function renderChildren() {
     const box = el.querySelector("#children");
     box.innerHTML = (map.features || []).map((f) =>
-      `<a data-child="${f.properties.code}">${f.properties.name}</a>`).join(" · ");
+      `<a data-child="${f.properties.code}">${esc(f.properties.name)}</a>`).join(" · ");
     box.querySelectorAll("a").forEach((a) => a.addEventListener("click", () => map.drill(a.dataset.child)));
   }
 
-  async function renderTiles(list) {
-    const box = el.querySelector("#tiles");
-    const code = area?.code;
-    const ind = code ? await optional(`/api/v1/indicators?area=${encodeURIComponent(code)}`, null) : null;
-    const items = ind ? indicatorItems(ind) : null;
-    if (items && items.length) {
-      box.innerHTML = items.slice(0, 9).map((i) => tile(i.label, i.value, i.unit, "")).join("");
-      el.querySelector("#tiles-source").textContent = t("screen.fromIndicators");
-      return;
-    }
-    const s = stats(list);
-    box.innerHTML = [
-      tile(t("tile.reported24h"), s.reported24h), tile(t("tile.open"), s.open),
-      tile(t("tile.overdue"), s.overdue, "", s.overdue ? "bad" : "ok"),
-      tile(t("tile.ontime"), s.ontime == null ? "–" : (100 * s.ontime).toFixed(1), "%"),
-      tile(t("tile.satisfaction"), s.satisfaction == null ? "–" : s.satisfaction.toFixed(2), "/5"),
-      tile(t("tile.alarms"), alarms === null ? "–" : alarms.filter((a) => a.state === "raised").length),
-    ].join("");
-    el.querySelector("#tiles-source").textContent = t("screen.fromCases", { n: list.length });
-  }
-
-  function renderCharts(list) {
-    const s = stats(list);
-    const cats = Object.entries(s.byCategory).sort((a, b) => b[1] - a[1]).slice(0, 8);
-    charts.category.setOption({ ...DARK, grid: { left: 90, right: 16, top: 8, bottom: 20 },
+  function renderCharts(fig) {
+    el.querySelector("#trend-title").textContent = fig.trend.title;
+    charts.category.setOption({ ...DARK, grid: { left: 90, right: 24, top: 8, bottom: 20 },
       xAxis: { type: "value", axisLabel: { color: "#7f9cc7" }, splitLine: { lineStyle: { color: "#143a70" } } },
-      yAxis: { type: "category", inverse: true, data: cats.map(([c]) => catName(c)), axisLabel: { color: "#d6e6ff", width: 80, overflow: "truncate" } },
-      series: [{ type: "bar", data: cats.map(([, n]) => n), itemStyle: { color: "#2fc4ff" }, label: { show: true, position: "right", color: "#fff" } }],
+      yAxis: { type: "category", inverse: true, data: fig.byCategory.map(([c]) => c), axisLabel: { color: "#d6e6ff", width: 80, overflow: "truncate" } },
+      series: [{ type: "bar", data: fig.byCategory.map(([, n]) => n), itemStyle: { color: "#2fc4ff" }, label: { show: true, position: "right", color: "#fff" } }],
     }, true);
     charts.level.setOption({ ...DARK, tooltip: { trigger: "item" },
       series: [{ type: "pie", radius: ["35%", "65%"], label: { color: "#d6e6ff" },
-        data: LEVELS.filter((l) => s.byLevel[l]).map((l) => ({ name: t(`level.${l}`), value: s.byLevel[l] })) }],
+        data: fig.byLevel.map(([name, value]) => ({ name, value })) }],
     }, true);
     charts.trend.setOption({ ...DARK, tooltip: { trigger: "axis" },
       legend: { data: [t("chart.reported"), t("chart.closed")], textStyle: { color: "#d6e6ff" } },
-      xAxis: { type: "category", data: s.hours, axisLabel: { color: "#7f9cc7" } },
+      xAxis: { type: "category", data: fig.trend.labels, axisLabel: { color: "#7f9cc7" } },
       yAxis: { type: "value", axisLabel: { color: "#7f9cc7" }, splitLine: { lineStyle: { color: "#143a70" } } },
-      series: [{ name: t("chart.reported"), type: "line", smooth: true, data: s.reportedPerHour, areaStyle: { opacity: 0.2 } },
-        { name: t("chart.closed"), type: "line", smooth: true, data: s.closedPerHour }],
+      series: [{ name: t("chart.reported"), type: "line", smooth: true, data: fig.trend.reported, areaStyle: { opacity: 0.2 } },
+        { name: t("chart.closed"), type: "line", smooth: true, data: fig.trend.closed }],
     }, true);
+    const gauge = (center, max, value, name, fmt, color) => ({ type: "gauge", center, radius: "85%", min: 0, max,
+      progress: { show: true, itemStyle: color ? { color } : undefined },
+      detail: { formatter: fmt, color: "#fff", fontSize: 16 }, title: { color: "#7f9cc7", offsetCenter: [0, "80%"] },
+      axisLabel: { show: false }, splitLine: { show: false }, axisTick: { show: false },
+      data: [{ value: value == null ? 0 : value, name }] });
     charts.gauge.setOption({ ...DARK, series: [
-      { type: "gauge", center: ["28%", "60%"], radius: "85%", min: 0, max: 100, progress: { show: true },
-        detail: { formatter: "{value}%", color: "#fff", fontSize: 16 }, title: { color: "#7f9cc7", offsetCenter: [0, "80%"] },
-        axisLabel: { show: false }, splitLine: { show: false }, axisTick: { show: false },
-        data: [{ value: s.ontime == null ? 0 : +(100 * s.ontime).toFixed(1), name: t("tile.ontime") }] },
-      { type: "gauge", center: ["75%", "60%"], radius: "85%", min: 0, max: 5, progress: { show: true, itemStyle: { color: "#3ad29f" } },
-        detail: { formatter: (v) => v.toFixed(2), color: "#fff", fontSize: 16 }, title: { color: "#7f9cc7", offsetCenter: [0, "80%"] },
-        axisLabel: { show: false }, splitLine: { show: false }, axisTick: { show: false },
-        data: [{ value: s.satisfaction == null ? 0 : +s.satisfaction.toFixed(2), name: t("tile.satisfaction") }] },
+      gauge(["28%", "60%"], 100, fig.ontime == null ? null : +fig.ontime.toFixed(1), t("tile.ontime"), (v) => `${v}%`),
+      gauge(["75%", "60%"], 5, fig.satisfaction == null ? null : +fig.satisfaction.toFixed(2), t("tile.satisfaction"), (v) => v.toFixed(2), "#3ad29f"),
     ] }, true);
     const note = el.querySelector("#alarms-note");
-    if (alarms === null) {
+    if (fig.alarmsByScene === null) {
       note.textContent = t("alarms.none"); charts.alarms.clear();
     } else {
-      note.textContent = alarms.length ? "" : t("alarms.empty");
-      const by = {}; for (const a of alarms) by[a.scene || "?"] = (by[a.scene || "?"] || 0) + 1;
+      const by = fig.alarmsByScene;
+      note.textContent = Object.keys(by).length ? "" : t("alarms.empty");
       charts.alarms.setOption({ ...DARK, xAxis: { type: "category", data: Object.keys(by), axisLabel: { color: "#d6e6ff" } },
         yAxis: { type: "value", axisLabel: { color: "#7f9cc7" }, splitLine: { lineStyle: { color: "#143a70" } } },
         series: [{ type: "bar", data: Object.values(by), itemStyle: { color: "#ff5a5f" } }] }, true);
     }
   }
 
-  function renderOverdue(list) {
+  function renderOverdue(late) {
     const box = el.querySelector("#overdue");
-    const late = list.filter((c) => c.overdue).sort((a, b) => (a.due_at || "").localeCompare(b.due_at || "")).slice(0, 10);
     box.innerHTML = late.length ? late.map((c) => `<li><a href="#/case/${c.id}">#${c.id} ${esc(c.title || "")}</a>
-      <span class="muted small">${esc(store.byDept[c.department_code] ? localName(store.byDept[c.department_code]) : "")} · ${t("case.due")} ${fmtTime(c.due_at)}</span></li>`).join("")
+      <span class="muted small">${esc(store.byDept[c.department_code] ? localName(store.byDept[c.department_code]) : c.department_code || "")}
+      ${c.place ? " · " + esc(c.place) : ""} · ${t("case.due")} ${fmtTime(c.due_at)}</span></li>`).join("")
       : `<li class="muted">${t("screen.noOverdue")}</li>`;
   }
 
@@ -189,14 +176,56 @@ function tile(label, value, unit = "", cls = "") {
   return `<div class="tile ${cls}"><div class="v">${value}<span class="small">${unit}</span></div><div class="k">${label}</div></div>`;
 }
 
-/** Indicators API answers: a list of {name|label, value, unit} or {items: [...]}, or {code: value}. */
-function indicatorItems(ind) {
-  const list = Array.isArray(ind) ? ind : ind.items || ind.indicators || null;
-  if (list) return list.filter((i) => i && i.value !== undefined && typeof i.value !== "object")
-    .map((i) => ({ label: localName(i) || i.label || i.code, value: fmtNum(i.value), unit: i.unit || "" }));
-  return Object.entries(ind).filter(([, v]) => typeof v === "number").map(([k, v]) => ({ label: k, value: fmtNum(v), unit: "" }));
+const pct = (v) => (v == null ? "–" : v.toFixed(1));
+
+/** The figures from the indicators capability's summary (`/api/v1/indicators/summary`, last 30 days). */
+export function fromSummary(s, alarms) {
+  const reported = s.trend.reduce((n, d) => n + d.reported, 0);
+  const scenes = s.alarms_by_scene ? Object.fromEntries(s.alarms_by_scene.map((a) => [a.scene, a.count])) : alarmScenes(alarms);
+  return {
+    tiles: [
+      { label: t("tile.reported30d"), value: reported }, { label: t("tile.open"), value: s.open },
+      { label: t("tile.overdue"), value: s.overdue.count, cls: s.overdue.count ? "bad" : "ok" },
+      { label: t("tile.ontime"), value: pct(s.on_time.rate), unit: "%" },
+      { label: t("tile.closure"), value: pct(s.closure.rate), unit: "%" },
+      { label: t("tile.satisfaction"), value: s.satisfaction.mean == null ? "–" : s.satisfaction.mean.toFixed(2), unit: "/5" },
+    ],
+    byCategory: s.by_category.slice(0, 8).map((c) => [c.code ? catName(c.code) : c.name_zh, c.count]),
+    byLevel: s.by_level.map((l) => [l.level ? t(`level.${l.level}`) : t("level.none"), l.count]),
+    trend: { title: t("screen.trend30"), labels: s.trend.map((d) => d.day.slice(5)), reported: s.trend.map((d) => d.reported),
+      closed: s.trend.map((d) => d.closed) },
+    ontime: s.on_time.rate, satisfaction: s.satisfaction.mean,
+    overdue: s.overdue.cases.map((c) => ({ id: c.id, title: catName(c.category_code || ""), department_code: c.department_code,
+      due_at: c.due_at, place: c.place_name })),
+    alarmsByScene: scenes,
+  };
 }
-function fmtNum(v) { return typeof v === "number" && !Number.isInteger(v) ? v.toFixed(2) : v ?? "–"; }
+
+function alarmScenes(alarms) {
+  if (alarms === null) return null;
+  const by = {}; for (const a of alarms) by[a.scene || "?"] = (by[a.scene || "?"] || 0) + 1;
+  return by;
+}
+
+/** The same figures computed here from the cases (until the indicators capability answers): an estimate. */
+export function fromCases(list, alarms) {
+  const s = stats(list);
+  return {
+    tiles: [
+      { label: t("tile.reported24h"), value: s.reported24h }, { label: t("tile.open"), value: s.open },
+      { label: t("tile.overdue"), value: s.overdue, cls: s.overdue ? "bad" : "ok" },
+      { label: t("tile.ontime"), value: s.ontime == null ? "–" : (100 * s.ontime).toFixed(1), unit: "%" },
+      { label: t("tile.satisfaction"), value: s.satisfaction == null ? "–" : s.satisfaction.toFixed(2), unit: "/5" },
+      { label: t("tile.alarms"), value: alarms === null ? "–" : alarms.filter((a) => a.state === "raised").length },
+    ],
+    byCategory: Object.entries(s.byCategory).sort((a, b) => b[1] - a[1]).slice(0, 8).map(([c, n]) => [catName(c), n]),
+    byLevel: LEVELS.filter((l) => s.byLevel[l]).map((l) => [t(`level.${l}`), s.byLevel[l]]),
+    trend: { title: t("screen.trend"), labels: s.hours, reported: s.reportedPerHour, closed: s.closedPerHour },
+    ontime: s.ontime == null ? null : 100 * s.ontime, satisfaction: s.satisfaction,
+    overdue: list.filter((c) => c.overdue).sort((a, b) => (a.due_at || "").localeCompare(b.due_at || "")).slice(0, 10),
+    alarmsByScene: alarmScenes(alarms),
+  };
+}
 
 export function stats(list) {
   const now = Date.now();
