@@ -25,6 +25,17 @@ PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
                     "1f15c4890000000d49444154789c63f8cfc0f01f0005050200")
 
 
+def admin_headers(zz: Any, post: Any) -> dict[str, str]:
+    """A bearer token when this build has accounts (the access capability), else nothing: dev mode."""
+    try:
+        from zhizhi.service.accounts import create_user  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return {}
+    create_user(zz, username="t-console", password="Console-api-test-2026!", roles=("admin",))
+    r = post("/api/v1/auth/login", json={"username": "t-console", "password": "Console-api-test-2026!"})
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
 def report(sid: str, **kw: Any) -> ReportCase:
     return ReportCase(source="citizen", source_id=sid, title=kw.pop("title", "井盖缺失"),
                       category_code=kw.pop("category_code", "C0101"), lon=kw.pop("lon", 106.52),
@@ -123,11 +134,12 @@ def _read_events(response: httpx.Response, want: int, until: str = "") -> list[d
 
 
 def test_stream_delivers_new_cases_over_http_and_replays_after_reconnect(server: str, app: Any) -> None:
+    headers = admin_headers(app, lambda path, **kw: httpx.post(server + path, **kw))
     got: list[dict[str, str]] = []
     ready = threading.Event()
 
     def listen() -> None:
-        with httpx.stream("GET", f"{server}/api/v1/stream", timeout=10) as r:
+        with httpx.stream("GET", f"{server}/api/v1/stream", headers=headers, timeout=10) as r:
             assert r.headers["content-type"].startswith("text/event-stream")
             ready.set()
             got.extend(_read_events(r, 10, until='"type": "CaseDispatched"'))
@@ -136,7 +148,8 @@ def test_stream_delivers_new_cases_over_http_and_replays_after_reconnect(server:
     t.start()
     assert ready.wait(10)  # the screen is subscribed before the answer's headers are sent
     r = httpx.post(f"{server}/api/v1/cases", json={"source": "citizen", "source_id": "s-1", "title": "占道经营",
-                                                   "category_code": "C0101", "lon": 106.61, "lat": 29.51})
+                                                   "category_code": "C0101", "lon": 106.61, "lat": 29.51},
+                   headers=headers)
     assert r.status_code == 201, r.text
     case_id = r.json()["id"]
     t.join(15)
@@ -148,7 +161,8 @@ def test_stream_delivers_new_cases_over_http_and_replays_after_reconnect(server:
     assert json.loads(got[-1]["data"])["case"]["state"] == "dispatched"
     # A screen that reconnects with Last-Event-ID gets what it missed.
     first = int(got[0]["id"])
-    with httpx.stream("GET", f"{server}/api/v1/stream", headers={"Last-Event-ID": str(first)}, timeout=10) as r2:
+    with httpx.stream("GET", f"{server}/api/v1/stream", headers={**headers, "Last-Event-ID": str(first)},
+                      timeout=10) as r2:
         replay = _read_events(r2, len(got) - 1)
     assert [e["id"] for e in replay] == [e["id"] for e in got[1:]]
 
@@ -156,6 +170,7 @@ def test_stream_delivers_new_cases_over_http_and_replays_after_reconnect(server:
 @pytest.fixture
 def client(app: Any) -> Iterator[TestClient]:
     with TestClient(create_app(app)) as c:
+        c.headers.update(admin_headers(app, c.post))
         yield c
 
 

@@ -17,12 +17,48 @@ CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-q
                  "--disable-default-apps", "--disable-domain-reliability", "--no-pings", "--disable-breakpad"]
 
 
+#: One account per role, created by the fixture when the access capability is installed:
+#: (username, password, roles, places, departments). The handler works for 城市管理, where C01 cases go.
+ACCOUNTS = {
+    "grid_worker": ("t-grid", "Console-test-grid-2026!", ("grid_worker",), ("500000",), ()),
+    "dispatcher": ("t-dispatcher", "Console-test-disp-2026!", ("dispatcher",), ("500000",), ()),
+    "handler": ("t-handler", "Console-test-hand-2026!", ("handler",), ("500000",), ("chengguan",)),
+    "leader": ("t-leader", "Console-test-lead-2026!", ("leader",), ("500000",), ()),
+    "admin": ("t-admin", "Console-test-admin-2026!", ("admin",), (), ()),
+}
+
+
 @dataclass
 class LiveServer:
     base: str
     zz: Any
     server: Any
     thread: threading.Thread
+    headers: dict[str, str] = field(default_factory=dict)  # what API calls from the test send (a bearer token)
+
+
+def create_accounts(zz: Any) -> bool:
+    """The test accounts, when accounts exist in this build (False: dev mode, every call is the system)."""
+    try:
+        from zhizhi.service.accounts import create_user  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return False
+    for username, password, roles, places, departments in ACCOUNTS.values():
+        create_user(zz, username=username, password=password, roles=roles, places=places, departments=departments,
+                    display_name=username)
+    return True
+
+
+def login_headers(base: str, role: str = "admin") -> dict[str, str]:
+    """A bearer token for `role` when the server has logins, else no header (dev mode)."""
+    import httpx
+
+    username, password = ACCOUNTS[role][:2]
+    r = httpx.post(f"{base}/api/v1/auth/login", json={"username": username, "password": password}, timeout=10)
+    if r.status_code == 404:
+        return {}
+    r.raise_for_status()
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
 
 @dataclass

@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_kit import CHROMIUM, CHROMIUM_ARGS, REPO, LiveServer, Watch, new_context
+from browser_kit import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    REPO,
+    LiveServer,
+    Watch,
+    create_accounts,
+    login_headers,
+    new_context,
+)
 
 from zhizhi.config import Settings
 from zhizhi.geo.hierarchy import PlaceHierarchy
@@ -63,6 +72,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, tiny_hierarchy: PlaceH
     settings = Settings(database_url=f"sqlite:///{tmp / 'zhizhi.db'}", data_dir=tmp / "var", auto_dispatch=False)
     zz = bootstrap(settings, gazetteer=GeoGazetteer(tiny_hierarchy))
     save_hierarchy(zz.engine, tiny_hierarchy)
+    create_accounts(zz)
     app = create_app(zz)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
@@ -72,7 +82,8 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, tiny_hierarchy: PlaceH
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
         time.sleep(0.05)
-    yield LiveServer(f"http://127.0.0.1:{port}", zz, server, thread)
+    base = f"http://127.0.0.1:{port}"
+    yield LiveServer(base, zz, server, thread, login_headers(base))
     server.should_exit = True
     thread.join(timeout=10)
     zz.engine.dispose()

@@ -6,18 +6,13 @@ Every test runs in a context that fails it when any request leaves 127.0.0.1 (se
 from __future__ import annotations
 
 import base64
-import os
 import time
 from typing import Any
 
 import httpx
 import pytest
-from browser_kit import LiveServer, Watch, new_context, screenshot
+from browser_kit import ACCOUNTS, LiveServer, Watch, new_context, screenshot
 
-# Accounts per role once the access capability is installed (`zhizhi demo` creates one per role).
-ACCOUNTS = {role: (os.environ.get(f"ZHIZHI_TEST_{role.upper()}_USER", f"demo_{role}"),
-                   os.environ.get(f"ZHIZHI_TEST_{role.upper()}_PASSWORD", f"demo-{role}-password"))
-            for role in ("grid_worker", "dispatcher", "handler", "leader", "admin")}
 # A 1×1 PNG: the "photo" a grid worker takes.
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJ"
                        "RU5ErkJggg==")
@@ -33,7 +28,7 @@ def as_role(page: Any, server: LiveServer, role: str, department: str | None = N
     open_console(page, server, "#/login")
     form = page.wait_for_selector("[data-testid=login-form]")
     if form.get_attribute("data-mode") == "auth":
-        username, password = ACCOUNTS[role]
+        username, password = ACCOUNTS[role][:2]
         page.fill("#login-username", username)
         page.fill("#login-password", password)
     else:
@@ -48,7 +43,7 @@ def as_role(page: Any, server: LiveServer, role: str, department: str | None = N
 
 
 def api_case(server: LiveServer, case_id: int) -> dict[str, Any]:
-    r = httpx.get(f"{server.base}/api/v1/cases/{case_id}", timeout=10)
+    r = httpx.get(f"{server.base}/api/v1/cases/{case_id}", headers=server.headers, timeout=10)
     r.raise_for_status()
     return r.json()
 
@@ -108,7 +103,7 @@ def test_new_case_appears_on_every_open_screen(live_server: LiveServer, browser:
         before = [int(p.get_attribute("#map-panel", "data-points") or 0) for p in screens]
         r = httpx.post(f"{live_server.base}/api/v1/cases", json={
             "source": "citizen", "source_id": f"live-{time.time_ns()}", "title": "解放碑路口井盖缺失",
-            "category_code": "C0101", "lon": 106.52, "lat": 29.52}, timeout=10)
+            "category_code": "C0101", "lon": 106.52, "lat": 29.52}, headers=live_server.headers, timeout=10)
         assert r.status_code == 201, r.text
         case_id = r.json()["id"]
         for page, n in zip(screens, before, strict=True):
@@ -117,7 +112,8 @@ def test_new_case_appears_on_every_open_screen(live_server: LiveServer, browser:
             assert "解放碑路口井盖缺失" in page.inner_text("#feed")
         # A later action on the case (here a dispatch through the API) shows too: its state on every screen.
         r = httpx.post(f"{live_server.base}/api/v1/cases/{case_id}/actions", json={
-            "action": "dispatch", "department": "chengguan", "level": "district"}, timeout=10)
+            "action": "dispatch", "department": "chengguan", "level": "district"},
+            headers=live_server.headers, timeout=10)
         assert r.status_code == 200, r.text
         for page in screens:
             page.wait_for_function(f"""document.querySelector("#feed [data-case='{case_id}'] .pill")
@@ -153,7 +149,8 @@ def test_whole_loop_clicked_through_by_each_role(live_server: LiveServer, browse
     case = api_case(live_server, case_id)
     assert case["state"] == "registered", "located and categorised: registered, waiting for the dispatcher"
     assert case["location"]["grid"]["code"] == "500103002002002"
-    assert len(case["photos"]) == 1 and httpx.get(live_server.base + case["photos"][0]).content == PNG
+    assert len(case["photos"]) == 1
+    assert httpx.get(live_server.base + case["photos"][0], headers=live_server.headers).content == PNG
 
     ctx = new_context(browser, watch)
     try:
@@ -237,9 +234,10 @@ def test_other_views_render(live_server: LiveServer, context: Any, view: str) ->
     text = page.inner_text("#view")
     assert "出错了" not in text, text
     if view == "alarms":
-        installed = httpx.get(f"{live_server.base}/api/v1/alarms").status_code != 404
+        installed = httpx.get(f"{live_server.base}/api/v1/alarms", headers=live_server.headers).status_code != 404
         assert page.is_visible("[data-testid=no-sensing]") != installed
     if view == "indicators":
-        installed = httpx.get(f"{live_server.base}/api/v1/indicators/tree").status_code != 404
+        installed = httpx.get(f"{live_server.base}/api/v1/indicators/tree",
+                              headers=live_server.headers).status_code != 404
         assert page.is_visible("[data-testid=indicator-tree]") == installed
     screenshot(page, f"10-{view}")

@@ -24,6 +24,10 @@ export async function api(path, { method = "GET", body, form, raw = false } = {}
   if (raw) return res;
   const type = res.headers.get("content-type") || "";
   const data = type.includes("json") ? await res.json() : await res.text();
+  if (res.status === 401 && token && !path.startsWith("/api/v1/auth/")) {
+    setToken(""); // the session ended (expired or logged out elsewhere): log in again
+    location.hash = `#/login?next=${encodeURIComponent(location.hash)}`;
+  }
   if (!res.ok) throw new ApiError(res.status, typeof data === "object" ? data : { detail: data });
   return data;
 }

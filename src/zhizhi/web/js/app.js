@@ -98,7 +98,7 @@ async function main() {
   await loadLanguage();
   try {
     await detectSession();
-    await loadCatalogue();
+    if (session.user) await loadCatalogue(); // with accounts, the catalogue is read after login
   } catch (e) {
     banner(`${t("common.error")}: ${e.message}`);
   }

@@ -1,7 +1,7 @@
 // Login. With the access capability: username and password. Without it (dev mode): pick a role to try the views.
 import { t, localName } from "../i18n.js";
 import { session, login, devLogin, ROLES } from "../session.js";
-import { store } from "../store.js";
+import { store, loadCatalogue } from "../store.js";
 import { startLive } from "../live.js";
 import { esc } from "./screen.js";
 
@@ -26,6 +26,7 @@ export async function render(el, { query }) {
     try {
       if (dev) devLogin(el.querySelector("#dev-role").value, el.querySelector("#dev-dept").value);
       else await login(el.querySelector("#login-username").value, el.querySelector("#login-password").value);
+      await loadCatalogue();
       startLive();
       const role = session.user.roles?.[0];
       location.hash = next && !next.includes("login") ? next : HOME[role] || "#/screen";
