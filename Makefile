@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/locate.py
 	$(BIN)/python bench/report_dispatch.py
 	$(BIN)/python bench/import_hotline.py
+	$(BIN)/python bench/live.py
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache
