@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +74,9 @@ def test_hub_sends_a_case_summary_to_each_subscriber(app: Any) -> None:
             hub.unsubscribe(q)
         return got
 
-    try:
-        got = asyncio.run(scenario())
+    try:  # in a thread of its own: the browser tests' Playwright may own this thread's event loop
+        with ThreadPoolExecutor(1) as pool:
+            got = pool.submit(asyncio.run, scenario()).result(timeout=30)
     finally:
         hub.close()
     assert got[0] == got[1]

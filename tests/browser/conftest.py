@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_kit import (
+
+from browser.browser_kit import (
     CHROMIUM,
     CHROMIUM_ARGS,
     REPO,
@@ -30,7 +31,6 @@ from browser_kit import (
     login_headers,
     new_context,
 )
-
 from zhizhi.config import Settings
 from zhizhi.geo.hierarchy import PlaceHierarchy
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
-from browser_kit import ACCOUNTS, LiveServer, Watch, new_context, screenshot
+
+from browser.browser_kit import ACCOUNTS, LiveServer, Watch, new_context, screenshot
 
 # A 1×1 PNG: the "photo" a grid worker takes.
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJ"
