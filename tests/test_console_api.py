@@ -18,8 +18,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from zhizhi.api.app import create_app
-from zhizhi.api.console import WEB_DIR, LiveHub, find_vendor_file
+from zhizhi.api.console import WEB_DIR, LiveHub, find_vendor_file, visible_to
 from zhizhi.domain import events as ev
+from zhizhi.domain.access import Principal
 from zhizhi.service.commands import ActOnCase, ReportCase, ReportCases
 
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -93,6 +94,39 @@ def test_hub_costs_nothing_without_screens(app: Any) -> None:
     app.bus.listen(hub.publish)
     app.handle(report("n-1"))
     assert hub._inbox.empty() and hub.since(0) == []
+
+
+def test_hub_keeps_events_for_a_screen_that_reconnects(app: Any) -> None:
+    """A reload leaves no screen for a moment: what happens meanwhile is replayed (Last-Event-ID)."""
+    hub = LiveHub(app)
+    app.bus.listen(hub.publish)
+
+    async def leave() -> None:
+        hub.unsubscribe(hub.subscribe())
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, leave()).result(timeout=10)
+    cid = app.handle(report("r-1")).case_id
+    deadline = time.monotonic() + 5
+    while not hub.since(0) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    hub.close()
+    assert {json.loads(m[2])["case_id"] for m in hub.since(0)} == {cid}
+
+
+def test_screens_see_only_events_in_their_scope() -> None:
+    case = json.dumps({"type": "CaseReported", "case_id": 1,
+                       "case": {"city": "500000", "district": "500103", "street": "500103001", "community": None,
+                                "grid": None, "department_code": "chengguan"}})
+    alarm = json.dumps({"type": "AlarmRaised", "alarm_id": 1, "grid_code": "500105001001001"})
+    city = Principal(1, "leader", frozenset({"leader"}))
+    street = Principal(2, "s", frozenset({"dispatcher"}), places=("500103001",))
+    other = Principal(3, "o", frozenset({"dispatcher"}), places=("500105",))
+    dept = Principal(4, "h", frozenset({"handler"}), places=("500105",), departments=("chengguan",))
+    assert visible_to(city, "case", case) and visible_to(street, "case", case)
+    assert not visible_to(other, "case", case)
+    assert visible_to(dept, "case", case), "the department's own case, wherever it is"
+    assert visible_to(city, "alarm", alarm) and not visible_to(street, "alarm", alarm)
 
 
 def _free_port() -> int:

@@ -34,6 +34,7 @@ from fastapi.responses import FileResponse, RedirectResponse, Response, Streamin
 from fastapi.staticfiles import StaticFiles
 
 from zhizhi.api.deps import CurrentPrincipal
+from zhizhi.domain.access import Principal
 from zhizhi.domain.errors import NotFound, ValidationFailed
 
 if TYPE_CHECKING:
@@ -49,6 +50,9 @@ VENDOR_FILES = {
 }
 UPLOAD_TYPES = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp", "image/gif": ".gif"}
 HEARTBEAT_S = 15.0
+#: After the last screen leaves, events are still kept this long so that a screen reconnecting (a reload, a
+#: network blip) gets what it missed through Last-Event-ID.
+REPLAY_GRACE_S = 120.0
 
 
 def node_modules_dirs(data_dir: Path) -> list[Path]:
@@ -85,13 +89,14 @@ class LiveHub:
         self._seq = 0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._idle_since = float("-inf")  # when the last screen left
 
     # -- called by the bus, on whatever thread handled the command
     def publish(self, event: Any) -> None:
         name = type(event).__name__
         if not (name.startswith("Case") or name.startswith("Alarm")):
             return
-        if not self._clients:
+        if not self._clients and time.monotonic() - self._idle_since > REPLAY_GRACE_S:
             return  # nobody is watching: no cost
         self._inbox.put(event)
 
@@ -109,6 +114,8 @@ class LiveHub:
     def unsubscribe(self, q: asyncio.Queue[tuple[int, str, str]]) -> None:
         with self._lock:
             self._clients = {(lp, cq) for lp, cq in self._clients if cq is not q}
+            if not self._clients:
+                self._idle_since = time.monotonic()
 
     def since(self, last_id: int) -> list[tuple[int, str, str]]:
         with self._lock:
@@ -170,7 +177,7 @@ class LiveHub:
                 "id": c.id, "title": c.title, "state": c.state.value, "state_label": c.state.label_zh,
                 "source": c.source, "category_code": c.category_code, "department_code": c.department_code,
                 "level": c.level.name.lower() if c.level is not None else None,
-                "lon": loc.lon, "lat": loc.lat, "district": loc.district, "street": loc.street,
+                "lon": loc.lon, "lat": loc.lat, "city": loc.city, "district": loc.district, "street": loc.street,
                 "community": loc.community, "grid": loc.grid,
                 "reported_at": c.reported_at.isoformat(), "due_at": c.due_at.isoformat() if c.due_at else None,
                 "overdue": c.is_overdue(now),
@@ -209,6 +216,23 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     return str(value)
+
+
+def visible_to(principal: Principal, kind: str, data: str) -> bool:
+    """Whether a screen of `principal` may see this event (分权分域): cases inside its places or departments.
+
+    A principal without places and departments sees the whole city. Alarms carry a grid code only, and a grid
+    code says nothing about its ancestors in general, so alarms go to every screen of staff with city scope or
+    with a place that is that very grid; everyone else sees them on the alarms page (which the server scopes).
+    """
+    if not principal.places and not principal.departments:
+        return True
+    payload = json.loads(data)
+    if kind == "alarm":
+        return payload.get("grid_code") in principal.places
+    case = payload.get("case") or {}
+    codes = {case.get(k) for k in ("city", "district", "street", "community", "grid")} - {None}
+    return bool(codes.intersection(principal.places)) or case.get("department_code") in principal.departments
 
 
 def sse(seq: int, kind: str, data: str) -> str:
@@ -281,14 +305,16 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
                 yield f"retry: 2000\n: hello {principal.username}\n\n"
                 if last_event_id and last_event_id.isdigit():
                     for msg in hub.since(int(last_event_id)):
-                        yield sse(*msg)
+                        if visible_to(principal, msg[1], msg[2]):
+                            yield sse(*msg)
                 last_beat = time.monotonic()
                 while True:
                     if await request.is_disconnected():
                         return
                     try:
                         msg = await asyncio.wait_for(q.get(), timeout=1.0)
-                        yield sse(*msg)
+                        if visible_to(principal, msg[1], msg[2]):
+                            yield sse(*msg)
                     except TimeoutError:
                         if time.monotonic() - last_beat > HEARTBEAT_S:
                             last_beat = time.monotonic()
