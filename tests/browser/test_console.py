@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -17,6 +19,20 @@ from browser.browser_kit import ACCOUNTS, LiveServer, Watch, new_context, screen
 # A 1×1 PNG: the "photo" a grid worker takes.
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJ"
                        "RU5ErkJggg==")
+
+
+@dataclass(frozen=True)
+class AlarmRaised:
+    """The sensing capability's event (CONTRACTS.md), as the live hub receives it from the bus."""
+
+    alarm_id: int
+    device_id: int
+    scene: str
+    severity: str
+    grid_code: str
+    lon: float
+    lat: float
+    at: datetime
 
 
 def open_console(page: Any, server: LiveServer, route: str = "#/screen") -> None:
@@ -99,6 +115,7 @@ def test_new_case_appears_on_every_open_screen(live_server: LiveServer, browser:
             page = ctx.new_page()
             as_role(page, live_server, "leader", then="#/screen")
             page.wait_for_selector("#live-status[data-connected='1']", timeout=10000)
+            page.wait_for_selector("#view [data-loaded='1']", timeout=10000)
             page.wait_for_function("document.querySelector('#map-panel').dataset.level === 'district'")
             screens.append(page)
         before = [int(p.get_attribute("#map-panel", "data-points") or 0) for p in screens]
@@ -119,6 +136,15 @@ def test_new_case_appears_on_every_open_screen(live_server: LiveServer, browser:
         for page in screens:
             page.wait_for_function(f"""document.querySelector("#feed [data-case='{case_id}'] .pill")
                                        .textContent === '待接收'""", timeout=3000)
+        # An alarm (as the sensing capability publishes it on the bus) shows on the map of every screen.
+        live_server.server.config.app.state.live.publish(AlarmRaised(
+            alarm_id=7, device_id=3, scene="积水监测", severity="high", grid_code="500103001001001",
+            lon=106.51, lat=29.51, at=datetime.now(UTC)))
+        for page in screens:
+            page.wait_for_function("document.querySelector('#map-panel').dataset.alarms === '1'", timeout=3000)
+            page.wait_for_selector(".toast.alarm", timeout=3000)
+        for page in screens:  # the tiles count it too
+            page.wait_for_function("document.querySelector('#tiles').innerText.includes('1')", timeout=3000)
         screenshot(screens[0], "03-live-update")
     finally:
         for ctx in contexts:

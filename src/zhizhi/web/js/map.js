@@ -135,6 +135,7 @@ export class CityMap {
     };
     this.chart.setOption(option, reset ? { notMerge: true } : { replaceMerge: ["series"] });
     this.el.dataset.points = String(points.length);
+    this.el.dataset.alarms = String(alarmPoints.length);
   }
 }
 

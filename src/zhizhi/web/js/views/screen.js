@@ -46,12 +46,17 @@ export async function render(el) {
   async function load() {
     const [res, al] = await Promise.all([allCases(), optional("/api/v1/alarms?limit=500", null)]);
     if (!alive) return;
-    cases = res.items.map(normalise);
+    // Cases that arrived live while the list was loading are kept.
+    const fresh = res.items.map(normalise);
+    const known = new Set(fresh.map((c) => c.id));
+    cases = [...cases.filter((c) => !known.has(c.id)), ...fresh];
     alarms = al === null ? null : (Array.isArray(al) ? al : al.items || []);
     await map.ready;
+    if (!alive) return;
     map.setData({ cases, alarms: alarms || [] });
     redraw();
-    renderFeed(res.items.slice(0, 15).map(normalise));
+    renderFeed([...cases].sort((a, b) => b.id - a.id).slice(0, 15));
+    el.dataset.loaded = "1";
   }
 
   function scoped() {
@@ -59,17 +64,18 @@ export async function render(el) {
     return cases.filter((c) => c.codes.includes(area.code));
   }
 
-  let summaryAt = 0; let summaryKey = ""; let summary = null;
+  let summaryAt = 0; let summaryKey = ""; let summary = null; let drawing = 0;
   async function redraw() {
     if (!alive) return;
-    const list = scoped();
+    const mine = ++drawing;
     // The indicators capability's summary when installed (refetched at most every 10 s), else the case list.
     const key = area?.code || "";
     if (key && (key !== summaryKey || Date.now() - summaryAt > 10000)) {
-      summary = await optional(`/api/v1/indicators/summary?area=${encodeURIComponent(key)}&days=30`, null);
-      summaryKey = key; summaryAt = Date.now();
-      if (!alive) return;
+      const fetched = await optional(`/api/v1/indicators/summary?area=${encodeURIComponent(key)}&days=30`, null);
+      if (!alive || mine !== drawing) return; // a newer redraw started meanwhile: it draws
+      summary = fetched; summaryKey = key; summaryAt = Date.now();
     }
+    const list = scoped();
     const fig = summary ? fromSummary(summary, alarms) : fromCases(list, alarms);
     el.querySelector("#tiles").innerHTML = fig.tiles.map((x) => tile(x.label, x.value, x.unit, x.cls)).join("");
     el.querySelector("#tiles-source").textContent = summary ? t("screen.fromIndicators") : t("screen.fromCases", { n: list.length });
