@@ -14,6 +14,7 @@ export const SEVERITY_COLORS = { critical: "#ff2d55", high: "#ff5a5f", medium: "
   low: "#6aa8ff", info: "#6aa8ff" };
 
 export const DARK = {
+  animationDuration: 300, animationDurationUpdate: 300,
   textStyle: { color: "#d6e6ff", fontFamily: "Noto Sans CJK SC, sans-serif" },
   grid: { left: 40, right: 12, top: 24, bottom: 28 },
 };

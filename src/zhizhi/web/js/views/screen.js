@@ -238,7 +238,8 @@ export function stats(list) {
   const byCategory = {}; const byLevel = {};
   const hours = []; const reportedPerHour = new Array(24).fill(0); const closedPerHour = new Array(24).fill(0);
   const start = now - 24 * 3600e3;
-  for (let i = 0; i < 24; i++) hours.push(new Date(start + (i + 1) * 3600e3).toLocaleTimeString("zh-CN", { hour: "2-digit", hour12: false, timeZone: "Asia/Shanghai" }));
+  const hourOf = (ms) => new Date(ms).toLocaleTimeString("en-GB", { hour: "2-digit", hour12: false, timeZone: "Asia/Shanghai" });
+  for (let i = 0; i < 24; i++) hours.push(`${hourOf(start + (i + 1) * 3600e3)}:00`);
   let open = 0, overdue = 0, closed = 0, onTime = 0, satSum = 0, satN = 0, reported24h = 0;
   for (const c of list) {
     const big = (store.byCategory[c.category_code]?.parent_code) || c.category_code || "?";
