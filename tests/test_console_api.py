@@ -118,7 +118,8 @@ def test_screens_see_only_events_in_their_scope() -> None:
     case = json.dumps({"type": "CaseReported", "case_id": 1,
                        "case": {"city": "500000", "district": "500103", "street": "500103001", "community": None,
                                 "grid": None, "department_code": "chengguan"}})
-    alarm = json.dumps({"type": "AlarmRaised", "alarm_id": 1, "grid_code": "500105001001001"})
+    alarm = json.dumps({"type": "AlarmRaised", "alarm_id": 1, "grid_code": "500105001001001",
+                        "area_codes": ["500000", "500105", "500105001", "500105001001", "500105001001001"]})
     city = Principal(1, "leader", frozenset({"leader"}))
     street = Principal(2, "s", frozenset({"dispatcher"}), places=("500103001",))
     other = Principal(3, "o", frozenset({"dispatcher"}), places=("500105",))
@@ -126,7 +127,8 @@ def test_screens_see_only_events_in_their_scope() -> None:
     assert visible_to(city, "case", case) and visible_to(street, "case", case)
     assert not visible_to(other, "case", case)
     assert visible_to(dept, "case", case), "the department's own case, wherever it is"
-    assert visible_to(city, "alarm", alarm) and not visible_to(street, "alarm", alarm)
+    assert visible_to(city, "alarm", alarm) and visible_to(other, "alarm", alarm)
+    assert not visible_to(street, "alarm", alarm)
 
 
 def _free_port() -> int:

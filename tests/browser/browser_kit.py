@@ -20,11 +20,11 @@ CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-q
 #: One account per role, created by the fixture when the access capability is installed:
 #: (username, password, roles, places, departments). The handler works for 城市管理, where C01 cases go.
 ACCOUNTS = {
-    "grid_worker": ("t-grid", "Console-test-grid-2026!", ("grid_worker",), ("500000",), ()),
-    "dispatcher": ("t-dispatcher", "Console-test-disp-2026!", ("dispatcher",), ("500000",), ()),
-    "handler": ("t-handler", "Console-test-hand-2026!", ("handler",), ("500000",), ("chengguan",)),
-    "leader": ("t-leader", "Console-test-lead-2026!", ("leader",), ("500000",), ()),
-    "admin": ("t-admin", "Console-test-admin-2026!", ("admin",), (), ()),
+    "grid_worker": ("t-grid", "Zhizhi#Console1-2026", ("grid_worker",), ("500000",), ()),
+    "dispatcher": ("t-dispatcher", "Zhizhi#Console2-2026", ("dispatcher",), ("500000",), ()),
+    "handler": ("t-handler", "Zhizhi#Console3-2026", ("handler",), ("500000",), ("chengguan",)),
+    "leader": ("t-leader", "Zhizhi#Console4-2026", ("leader",), ("500000",), ()),
+    "admin": ("t-admin", "Zhizhi#Console5-2026", ("admin",), (), ()),
 }
 
 

@@ -163,8 +163,18 @@ class LiveHub:
                 payload["case"] = summaries.get(int(getattr(e, "case_id", 0) or 0))
                 out.append(("case", json.dumps(payload, ensure_ascii=False)))
             else:
+                payload["area_codes"] = self._area_codes(getattr(e, "grid_code", None))
                 out.append(("alarm", json.dumps(payload, ensure_ascii=False)))
         return out
+
+    def _area_codes(self, grid_code: str | None) -> list[str]:
+        """The grid and every place above it: what a screen's scope is checked against."""
+        hierarchy = getattr(self.zz.gazetteer, "hierarchy", None)
+        if not grid_code:
+            return []
+        if hierarchy is None or grid_code not in hierarchy:
+            return [grid_code]
+        return [a.code for a in hierarchy.ancestors(grid_code)] + [grid_code]
 
     def _case_summaries(self, case_ids: list[int]) -> dict[int, dict[str, Any]]:
         with self.zz.uow() as uow:
@@ -221,15 +231,15 @@ def _jsonable(value: Any) -> Any:
 def visible_to(principal: Principal, kind: str, data: str) -> bool:
     """Whether a screen of `principal` may see this event (分权分域): cases inside its places or departments.
 
-    A principal without places and departments sees the whole city. Alarms carry a grid code only, and a grid
-    code says nothing about its ancestors in general, so alarms go to every screen of staff with city scope or
-    with a place that is that very grid; everyone else sees them on the alarms page (which the server scopes).
+    A principal without places and departments sees the whole city. Alarms are checked by their grid and the
+    places above it (`area_codes`, added by the hub).
     """
     if not principal.places and not principal.departments:
         return True
     payload = json.loads(data)
     if kind == "alarm":
-        return payload.get("grid_code") in principal.places
+        codes = set(payload.get("area_codes") or [payload.get("grid_code")]) - {None}
+        return bool(codes.intersection(principal.places))
     case = payload.get("case") or {}
     codes = {case.get(k) for k in ("city", "district", "street", "community", "grid")} - {None}
     return bool(codes.intersection(principal.places)) or case.get("department_code") in principal.departments
