@@ -229,6 +229,7 @@ def test_console_is_served_with_its_libraries(client: TestClient) -> None:
     assert r.status_code in (302, 307) and r.headers["location"] == "/console/"
     page = client.get("/console/")
     assert page.status_code == 200 and "/console/js/app.js" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
     assert client.get("/console/js/app.js").status_code == 200
     if find_vendor_file("echarts.esm.min.mjs", Path("var")) is None:
         pytest.fail("node_modules/echarts is missing: run `npm ci` (make test does)")

@@ -73,7 +73,10 @@ class Watch:
 def new_context(browser: Any, watch: Watch, **kwargs: Any) -> Any:
     options = {"locale": "zh-CN", "timezone_id": "Asia/Shanghai", "viewport": {"width": 1600, "height": 900},
                "geolocation": {"longitude": 106.555, "latitude": 29.525}, "permissions": ["geolocation"],
-               "service_workers": "block", **kwargs}
+               "service_workers": "block",
+               # Playwright's own string predicates (wait_for_function) need eval, which the console's CSP forbids;
+               # test_console_runs_under_its_content_security_policy runs the page with the policy applied.
+               "bypass_csp": True, **kwargs}
     ctx = browser.new_context(**options)
 
     def guard(route: Any) -> None:

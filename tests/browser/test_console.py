@@ -269,3 +269,28 @@ def test_other_views_render(live_server: LiveServer, context: Any, view: str) ->
                               headers=live_server.headers).status_code != 404
         assert page.is_visible("[data-testid=indicator-tree]") == installed
     screenshot(page, f"10-{view}")
+
+
+def test_console_runs_under_its_content_security_policy(live_server: LiveServer, browser: Any, watch: Watch) -> None:
+    """With the policy applied (default-src 'self', no eval), the console and ECharts still work."""
+    ctx = new_context(browser, watch, bypass_csp=False)
+    violations: list[str] = []
+    try:
+        page = ctx.new_page()
+        page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+        page.goto(f"{live_server.base}/console/#/login")
+        page.wait_for_selector("[data-testid=login-form]")
+        if page.get_attribute("[data-testid=login-form]", "data-mode") == "auth":
+            page.fill("#login-username", ACCOUNTS["admin"][0])
+            page.fill("#login-password", ACCOUNTS["admin"][1])
+        else:
+            page.select_option("#dev-role", "admin")
+        page.click("#login-submit")
+        page.wait_for_url("**/console/#/screen")
+        page.wait_for_selector("#map-panel[data-level='district']", timeout=20000)
+        page.wait_for_selector("#view [data-loaded='1']")
+        assert page.locator("#map-panel canvas").count() >= 1, "ECharts drew the map"
+    finally:
+        ctx.close()
+    assert not violations, violations
+    assert not watch.outside and not watch.errors, (watch.outside, watch.errors)

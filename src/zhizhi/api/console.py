@@ -50,6 +50,10 @@ VENDOR_FILES = {
 }
 UPLOAD_TYPES = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp", "image/gif": ".gif"}
 HEARTBEAT_S = 15.0
+#: Everything from zhizhi itself; inline styles only because ECharts positions its tooltips with them.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+       "connect-src 'self'; font-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+       "form-action 'self'")
 #: After the last screen leaves, events are still kept this long so that a screen reconnecting (a reload, a
 #: network blip) gets what it missed through Last-Event-ID.
 REPLAY_GRACE_S = 120.0
@@ -272,6 +276,16 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
         return FileResponse(path, media_type=media, headers={"cache-control": "public, max-age=3600"})
 
     app.mount("/console", StaticFiles(directory=WEB_DIR, html=True), name="console")
+
+    @app.middleware("http")
+    async def console_headers(request: Request, call_next: Any) -> Response:
+        """The console may load nothing from elsewhere: the browser enforces it too (Content-Security-Policy)."""
+        response: Response = await call_next(request)
+        if request.url.path.startswith("/console"):
+            response.headers.setdefault("content-security-policy", CSP)
+            response.headers.setdefault("x-content-type-options", "nosniff")
+            response.headers.setdefault("referrer-policy", "no-referrer")
+        return response
 
     @app.post("/api/v1/uploads", operation_id="upload_photo", tags=["console"], status_code=201)
     async def upload(principal: CurrentPrincipal,
