@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 .PHONY: demo test lint serve bench clean
+# The console's front-end libraries (ECharts) come from npm at setup, never from a CDN or the repository.
+NODE_STAMP := node_modules/.package-lock.json
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -12,19 +14,24 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $(NODE_STAMP)
+
 ## Set up, create the SQLite database, load the demo city, replay a day, serve http://127.0.0.1:8000
-demo: $(STAMP)
+demo: $(STAMP) $(NODE_STAMP)
 	$(BIN)/zhizhi demo
 
 ## Set up and run the whole test suite (lint first). CI runs exactly this.
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
+	bash scripts/ensure-browser.sh
 	$(BIN)/ruff check src tests bench
 	$(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 
-serve: $(STAMP)
+serve: $(STAMP) $(NODE_STAMP)
 	$(BIN)/zhizhi serve
 
 ## Every benchmark, figures printed as `name: value unit`.
@@ -32,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/locate.py
 	$(BIN)/python bench/report_dispatch.py
 	$(BIN)/python bench/import_hotline.py
+	$(BIN)/python bench/live.py
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

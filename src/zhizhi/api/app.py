@@ -78,7 +78,7 @@ def create_app(zz: Zhizhi, *, background_jobs: bool = False) -> FastAPI:
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
+        return RedirectResponse("/console/")
 
     @app.get("/health", operation_id="health", tags=["system"])
     def health(zz: ZZ) -> dict[str, Any]:

@@ -1,14 +1,351 @@
-"""The operations console (一屏掌控): static pages and live updates (server-sent events)."""
+"""The operations console (一屏掌控): static pages, front-end libraries, photo uploads and live updates.
+
+The console is plain HTML/CSS/ES modules under `zhizhi/web/`, served by zhizhi itself so that it works with
+no internet: third-party libraries (ECharts) are installed at setup by `npm ci` into `node_modules/` and served
+from there under `/console/vendor/` — never from a CDN and never copied into the repository.
+
+Live updates: the `LiveHub` listens on the message bus (`MessageBus.listen`) and forwards case and alarm events
+to every open screen over server-sent events at `GET /api/v1/stream`. The bus calls the hub on the thread that
+handled the command, so publishing only puts the event on a thread-safe queue; a hub thread, started when the
+first screen connects, loads a short summary of each case once (not once per screen) and fans it out to each
+screen's asyncio queue. With no screen open, publishing costs one list append.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, File, Header, Request, UploadFile
+from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+
+from zhizhi.api.deps import CurrentPrincipal
+from zhizhi.domain.access import Principal
+from zhizhi.domain.errors import NotFound, ValidationFailed
 
 if TYPE_CHECKING:
     from zhizhi.service.bootstrap import Zhizhi
 
+log = logging.getLogger(__name__)
 
+WEB_DIR = Path(__file__).resolve().parents[1] / "web"
+#: Libraries the console may load, each a file inside node_modules (the only ones served from there).
+VENDOR_FILES = {
+    "echarts.esm.min.mjs": "echarts/dist/echarts.esm.min.mjs",
+    "echarts.min.js": "echarts/dist/echarts.min.js",
+}
+UPLOAD_TYPES = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp", "image/gif": ".gif"}
+HEARTBEAT_S = 15.0
+#: Everything from zhizhi itself; inline styles only because ECharts positions its tooltips with them.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+       "connect-src 'self'; font-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+       "form-action 'self'")
+#: After the last screen leaves, events are still kept this long so that a screen reconnecting (a reload, a
+#: network blip) gets what it missed through Last-Event-ID.
+REPLAY_GRACE_S = 120.0
+
+
+def node_modules_dirs(data_dir: Path) -> list[Path]:
+    """Where `npm ci` may have put the libraries: $ZHIZHI_NODE_MODULES, the source checkout, the data dir."""
+    dirs = []
+    if os.environ.get("ZHIZHI_NODE_MODULES"):
+        dirs.append(Path(os.environ["ZHIZHI_NODE_MODULES"]))
+    dirs.append(Path(__file__).resolve().parents[3] / "node_modules")  # repository root (editable install)
+    dirs.append(Path.cwd() / "node_modules")
+    dirs.append(data_dir / "node_modules")
+    return dirs
+
+
+def find_vendor_file(name: str, data_dir: Path) -> Path | None:
+    rel = VENDOR_FILES.get(name)
+    if rel is None:
+        return None
+    for base in node_modules_dirs(data_dir):
+        if (base / rel).is_file():
+            return base / rel
+    return None
+
+
+# ------------------------------------------------------------------------------------------ live hub
+class LiveHub:
+    """Fans domain events out to every connected screen (server-sent events)."""
+
+    def __init__(self, zz: Zhizhi, history: int = 200) -> None:
+        self.zz = zz
+        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._clients: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[tuple[int, str, str]]]] = set()
+        self._lock = threading.Lock()
+        self._history: deque[tuple[int, str, str]] = deque(maxlen=history)  # replay after a reconnect
+        self._seq = 0
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._idle_since = float("-inf")  # when the last screen left
+
+    # -- called by the bus, on whatever thread handled the command
+    def publish(self, event: Any) -> None:
+        name = type(event).__name__
+        if not (name.startswith("Case") or name.startswith("Alarm")):
+            return
+        if not self._clients and time.monotonic() - self._idle_since > REPLAY_GRACE_S:
+            return  # nobody is watching: no cost
+        self._inbox.put(event)
+
+    # -- screens
+    def subscribe(self) -> asyncio.Queue[tuple[int, str, str]]:
+        q: asyncio.Queue[tuple[int, str, str]] = asyncio.Queue(maxsize=1000)
+        with self._lock:
+            self._clients.add((asyncio.get_running_loop(), q))
+            if self._thread is None or not self._thread.is_alive():
+                self._stop.clear()
+                self._thread = threading.Thread(target=self._run, name="zhizhi-live-hub", daemon=True)
+                self._thread.start()
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[tuple[int, str, str]]) -> None:
+        with self._lock:
+            self._clients = {(lp, cq) for lp, cq in self._clients if cq is not q}
+            if not self._clients:
+                self._idle_since = time.monotonic()
+
+    def since(self, last_id: int) -> list[tuple[int, str, str]]:
+        with self._lock:
+            return [m for m in self._history if m[0] > last_id]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._inbox.put(None)
+
+    @property
+    def client_count(self) -> int:
+        return len(self._clients)
+
+    # -- the hub thread
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            first = self._inbox.get()
+            if first is None:
+                return
+            batch = [first]
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < 500:
+                    item = self._inbox.get_nowait()
+                    if item is None:
+                        self._stop.set()
+                        break
+                    batch.append(item)
+            try:
+                messages = self._messages(batch)
+            except Exception:
+                log.exception("live hub could not prepare %d events", len(batch))
+                continue
+            for kind, data in messages:
+                self._broadcast(kind, data)
+
+    def _messages(self, events: list[Any]) -> list[tuple[str, str]]:
+        case_ids = sorted({int(e.case_id) for e in events if getattr(e, "case_id", None)
+                           and type(e).__name__.startswith("Case")})
+        summaries = self._case_summaries(case_ids) if case_ids else {}
+        out = []
+        for e in events:
+            name = type(e).__name__
+            payload = {"type": name, **{k: _jsonable(v) for k, v in _fields(e).items()}}
+            if name.startswith("Case"):
+                payload["case"] = summaries.get(int(getattr(e, "case_id", 0) or 0))
+                out.append(("case", json.dumps(payload, ensure_ascii=False)))
+            else:
+                payload["area_codes"] = self._area_codes(getattr(e, "grid_code", None))
+                out.append(("alarm", json.dumps(payload, ensure_ascii=False)))
+        return out
+
+    def _area_codes(self, grid_code: str | None) -> list[str]:
+        """The grid and every place above it: what a screen's scope is checked against."""
+        hierarchy = getattr(self.zz.gazetteer, "hierarchy", None)
+        if not grid_code:
+            return []
+        if hierarchy is None or grid_code not in hierarchy:
+            return [grid_code]
+        return [a.code for a in hierarchy.ancestors(grid_code)] + [grid_code]
+
+    def _case_summaries(self, case_ids: list[int]) -> dict[int, dict[str, Any]]:
+        with self.zz.uow() as uow:
+            cases = uow.cases.get_many(case_ids)
+        now = self.zz.clock.now()
+        out = {}
+        for c in cases:
+            loc = c.location
+            out[int(c.id or 0)] = {
+                "id": c.id, "title": c.title, "state": c.state.value, "state_label": c.state.label_zh,
+                "source": c.source, "category_code": c.category_code, "department_code": c.department_code,
+                "level": c.level.name.lower() if c.level is not None else None,
+                "lon": loc.lon, "lat": loc.lat, "city": loc.city, "district": loc.district, "street": loc.street,
+                "community": loc.community, "grid": loc.grid,
+                "reported_at": c.reported_at.isoformat(), "due_at": c.due_at.isoformat() if c.due_at else None,
+                "overdue": c.is_overdue(now),
+            }
+        return out
+
+    def _broadcast(self, kind: str, data: str) -> None:
+        with self._lock:
+            self._seq += 1
+            msg = (self._seq, kind, data)
+            self._history.append(msg)
+            clients = list(self._clients)
+        for loop, q in clients:
+            with contextlib.suppress(RuntimeError):  # the screen's loop has closed
+                loop.call_soon_threadsafe(_offer, q, msg)
+
+
+def _offer(q: asyncio.Queue[tuple[int, str, str]], msg: tuple[int, str, str]) -> None:
+    with contextlib.suppress(asyncio.QueueFull):  # a stalled screen loses live items, never blocks the hub
+        q.put_nowait(msg)
+
+
+def _fields(event: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(event):
+        return {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
+    return dict(getattr(event, "__dict__", {}))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)
+
+
+def visible_to(principal: Principal, kind: str, data: str) -> bool:
+    """Whether a screen of `principal` may see this event (分权分域): cases inside its places or departments.
+
+    A principal without places and departments sees the whole city. Alarms are checked by their grid and the
+    places above it (`area_codes`, added by the hub).
+    """
+    if not principal.places and not principal.departments:
+        return True
+    payload = json.loads(data)
+    if kind == "alarm":
+        codes = set(payload.get("area_codes") or [payload.get("grid_code")]) - {None}
+        return bool(codes.intersection(principal.places))
+    case = payload.get("case") or {}
+    codes = {case.get(k) for k in ("city", "district", "street", "community", "grid")} - {None}
+    return bool(codes.intersection(principal.places)) or case.get("department_code") in principal.departments
+
+
+def sse(seq: int, kind: str, data: str) -> str:
+    """One server-sent event (data lines may not contain a raw newline; JSON from json.dumps has none)."""
+    return f"id: {seq}\nevent: {kind}\ndata: {data}\n\n"
+
+
+# ------------------------------------------------------------------------------------------ routes
 def install(app: FastAPI, zz: Zhizhi) -> None:
-    """Add this capability's routes to the app."""
+    """The console at /console/, its libraries, photo uploads and the live stream."""
+    hub = LiveHub(zz)
+    zz.bus.listen(hub.publish)
+    app.state.live = hub
+    uploads = zz.settings.data_dir / "uploads"
+
+    @app.get("/console", include_in_schema=False)
+    def console_root() -> RedirectResponse:
+        return RedirectResponse("/console/")
+
+    @app.get("/console/vendor/{name}", include_in_schema=False)
+    def vendor(name: str) -> FileResponse:
+        path = find_vendor_file(name, zz.settings.data_dir)
+        if path is None:
+            raise NotFound(f"前端库 {name} 未安装：请运行 `npm ci`（make demo / make test 会运行）/ "
+                           f"front-end library {name} not installed: run `npm ci`")
+        media = "text/javascript" if name.endswith((".js", ".mjs")) else None
+        return FileResponse(path, media_type=media, headers={"cache-control": "public, max-age=3600"})
+
+    app.mount("/console", StaticFiles(directory=WEB_DIR, html=True), name="console")
+
+    @app.middleware("http")
+    async def console_headers(request: Request, call_next: Any) -> Response:
+        """The console may load nothing from elsewhere: the browser enforces it too (Content-Security-Policy)."""
+        response: Response = await call_next(request)
+        if request.url.path.startswith("/console"):
+            response.headers.setdefault("content-security-policy", CSP)
+            response.headers.setdefault("x-content-type-options", "nosniff")
+            response.headers.setdefault("referrer-policy", "no-referrer")
+        return response
+
+    @app.post("/api/v1/uploads", operation_id="upload_photo", tags=["console"], status_code=201)
+    async def upload(principal: CurrentPrincipal,
+                     file: Annotated[UploadFile, File(description="a photo (JPEG, PNG, WebP, GIF)")]
+                     ) -> dict[str, Any]:
+        """Store a photo by its content hash; the answer's `url` goes into a report's or a feedback's photos."""
+        suffix = UPLOAD_TYPES.get((file.content_type or "").lower())
+        if suffix is None:
+            raise ValidationFailed(f"只接受图片 / only images are accepted, got {file.content_type}",
+                                   allowed=sorted(UPLOAD_TYPES))
+        data = await file.read(zz.settings.max_body_bytes + 1)
+        if len(data) > zz.settings.max_body_bytes or not data:
+            raise ValidationFailed(f"图片为空或过大 / empty or larger than {zz.settings.max_body_bytes} bytes")
+        name = hashlib.sha256(data).hexdigest()[:32] + suffix
+        uploads.mkdir(parents=True, exist_ok=True)
+        target = uploads / name
+        if not target.exists():
+            tmp = target.with_suffix(".part")
+            tmp.write_bytes(data)
+            tmp.replace(target)
+        return {"url": f"/api/v1/uploads/{name}", "bytes": len(data), "by": principal.username}
+
+    @app.get("/api/v1/uploads/{name}", operation_id="get_upload", tags=["console"])
+    def get_upload(name: str) -> FileResponse:
+        path = uploads / name
+        if "/" in name or ".." in name or path.suffix not in UPLOAD_TYPES.values() or not path.is_file():
+            raise NotFound("没有这张图片 / no such photo")
+        return FileResponse(path)
+
+    @app.get("/api/v1/stream", operation_id="live_stream", tags=["console"],
+             response_class=StreamingResponse,
+             responses={200: {"content": {"text/event-stream": {}},
+                              "description": "server-sent events: `case` and `alarm`, JSON data"}})
+    async def stream(request: Request, principal: CurrentPrincipal,
+                     last_event_id: Annotated[str | None, Header()] = None) -> Response:
+        """Live case and alarm events for open screens; reconnecting with Last-Event-ID replays what was missed."""
+        q = hub.subscribe()
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                yield f"retry: 2000\n: hello {principal.username}\n\n"
+                if last_event_id and last_event_id.isdigit():
+                    for msg in hub.since(int(last_event_id)):
+                        if visible_to(principal, msg[1], msg[2]):
+                            yield sse(*msg)
+                last_beat = time.monotonic()
+                while True:
+                    if await request.is_disconnected():
+                        return
+                    try:
+                        msg = await asyncio.wait_for(q.get(), timeout=1.0)
+                        if visible_to(principal, msg[1], msg[2]):
+                            yield sse(*msg)
+                    except TimeoutError:
+                        if time.monotonic() - last_beat > HEARTBEAT_S:
+                            last_beat = time.monotonic()
+                            yield ": keep-alive\n\n"
+            finally:
+                hub.unsubscribe(q)
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+

@@ -439,6 +439,7 @@ class Case:
                 data=data or {},
             )
         )
+        self.events.append(ev.CaseChanged(case_id=self._id, action=action, state=to.value))
 
 
 def _require_text(value: str | None, message: str) -> None:

@@ -62,6 +62,15 @@ class CaseClosed(Event):
     outcome: str
 
 
+@dataclass(frozen=True)
+class CaseChanged(Event):
+    """Any timeline entry (every action, the overdue mark): lets observers such as open screens follow a case."""
+
+    case_id: int
+    action: str
+    state: str
+
+
 #: Events that notify someone outside the process; written to the outbox in the same transaction.
 NOTIFIABLE: tuple[type[Event], ...] = (CaseDispatched, CaseReturned, CaseEscalated, CaseSupervised,
                                        CaseOverdue, CaseClosed)

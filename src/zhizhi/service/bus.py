@@ -31,6 +31,16 @@ class MessageBus:
         self.command_handlers = command_handlers
         self.event_handlers = event_handlers
         self.batch_handlers = batch_handlers or {}
+        self.listeners: list[Callable[[Event], None]] = []
+
+    def listen(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Call `callback(event)` with every event after its handlers ran (the change is committed by then).
+
+        For observers such as the console's live hub: a listener never changes the flow, and its errors are
+        logged, not raised. Returns a function that removes the listener.
+        """
+        self.listeners.append(callback)
+        return lambda: self.listeners.remove(callback) if callback in self.listeners else None
 
     def handle(self, command: Command) -> Any:
         handler = self.command_handlers[type(command)]
@@ -43,12 +53,17 @@ class MessageBus:
         while queue:
             event = queue.pop(0)
             kind = type(event)
+            handled = [event]
             if kind in self.batch_handlers:
                 batch = [event, *(e for e in queue if type(e) is kind)]
                 queue = [e for e in queue if type(e) is not kind]
                 self._run(self.batch_handlers[kind], batch, event)
+                handled = batch
             for handler in self.event_handlers.get(kind, []):
                 self._run(handler, event, event)
+            for done in handled if self.listeners else ():
+                for listener in list(self.listeners):
+                    self._run(listener, done, done)
             queue.extend(self.uow.collect_new_events())
 
     @staticmethod
