@@ -137,7 +137,7 @@ class Advisor:
 
     def _major(self, code: str) -> str:
         cat = self.catalogue.category(code)
-        return cat.parent or cat.code
+        return cat.parent_code or cat.code
 
     def _make(self, fact: CaseFacts, code: str, confidence: float, source: str, threshold: float | None,
               matched: tuple[str, ...]) -> Suggestion:
@@ -153,7 +153,7 @@ class Advisor:
         resp = self.catalogue.responsible(category_code, fact.lineage)
         cat = self.catalogue.category(category_code)
         return self.rules.decide(
-            category_code=category_code, category_name=cat.name_zh, parent_code=cat.parent,
+            category_code=category_code, category_name=cat.name_zh, parent_code=cat.parent_code,
             severity=cat.severity.name.lower() if cat.severity is not None else None,
             text=f"{fact.title}\n{fact.description}", linked_reports=fact.linked_reports,
             default_department=resp.department_code, default_level=resp.level,

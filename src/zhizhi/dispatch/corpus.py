@@ -107,3 +107,31 @@ def match_rows(queries: list[str], pool: list[str]) -> np.ndarray:
         sims = (q_m[start:start + 512] @ pool_m.T).toarray()
         best[start:start + 512] = sims.argmax(axis=1)
     return best
+
+
+def department_examples(path: Path) -> list[Example]:
+    """Messages labelled with the department named in their official reply (rows naming none are skipped)."""
+    from zhizhi.dispatch.departments import extract_department
+
+    out = []
+    for row in read_rows(Path(path)):
+        label = extract_department(row.get("reply") or "")
+        text = raw_text(row)
+        if label is not None and text:
+            out.append(Example(prepare(text), label.department_code, raw=text))
+    return out
+
+
+def to_category_codes(examples: list[Example], catalogue: object) -> list[Example]:
+    """Corpus labels by name (城乡建设) become catalogue codes (I06); unknown labels stay as they are."""
+    mapping: dict[str, str] = {}
+    for label in {e.label for e in examples}:
+        code = label
+        try:
+            code = catalogue.category(label).code  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - not a code: try the name
+            found = catalogue.find_category(label)  # type: ignore[attr-defined]
+            if found is not None:
+                code = found.code
+        mapping[label] = code
+    return [Example(e.tokens, mapping[e.label], e.raw) for e in examples]
