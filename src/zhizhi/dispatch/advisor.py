@@ -93,7 +93,7 @@ class Advisor:
     def _code_of(self, label: str) -> str | None:
         try:
             return self.catalogue.category(label).code
-        except Exception:  # noqa: BLE001 - not a code; try the name
+        except Exception:
             found = self.catalogue.find_category(label)
             return found.code if found is not None else None
 

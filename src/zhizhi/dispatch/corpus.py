@@ -64,7 +64,7 @@ def load_examples(paths: Iterable[Path], label_column: str = "label") -> list[Ex
         segmented = "text_segmented" in cols
         if not segmented and "text" not in cols:
             raise CorpusError(f"{path}: 需要 text、subject+text 或 text_segmented 列 / no text column")
-        for i, row in enumerate(rows, start=1):
+        for row in rows:
             label = (row.get(label_column) or "").strip()
             if not label:
                 continue
@@ -129,7 +129,7 @@ def to_category_codes(examples: list[Example], catalogue: object) -> list[Exampl
         code = label
         try:
             code = catalogue.category(label).code  # type: ignore[attr-defined]
-        except Exception:  # noqa: BLE001 - not a code: try the name
+        except Exception:
             found = catalogue.find_category(label)  # type: ignore[attr-defined]
             if found is not None:
                 code = found.code

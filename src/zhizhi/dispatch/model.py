@@ -52,23 +52,61 @@ class _Features:
     word_ngram: tuple[int, int]
     char_ngram: tuple[int, int]
     _vecs: tuple[Any, Any] | None = None
+    _cols: tuple[np.ndarray, np.ndarray] | None = None  # columns of the `Counts` it was fitted from
+
+    @staticmethod
+    def count_all(docs: list[str], params: dict[str, Any]) -> Counts:
+        """Word and character n-gram counts of every document, with the full vocabularies.
+
+        Analysing text is the slow part of training; doing it once lets cross-validation fit each
+        fold's vocabulary by selecting columns, which gives exactly what fitting on the fold would.
+        """
+        from sklearn.feature_extraction.text import CountVectorizer
+
+        w = CountVectorizer(token_pattern=r"\S+", lowercase=False, ngram_range=tuple(params["word_ngram"]),
+                            dtype=np.float32)
+        c = CountVectorizer(analyzer="char", lowercase=False, ngram_range=tuple(params["char_ngram"]),
+                            preprocessor=_nospace, dtype=np.float32)
+        wm = w.fit_transform(docs).tocsr()
+        cm = c.fit_transform(docs).tocsr()
+        return Counts(wm, cm, w.get_feature_names_out(), c.get_feature_names_out())
 
     @classmethod
-    def fit(cls, docs: list[str], params: dict[str, Any]) -> _Features:
-        from sklearn.feature_extraction.text import TfidfVectorizer
+    def fit_counts(cls, counts: Counts, rows: np.ndarray, params: dict[str, Any]) -> tuple[_Features,
+                                                                                            sparse.csr_matrix]:
+        """Vocabulary (min_df, max_features by frequency) and idf from the given rows, as sklearn's
+        TfidfVectorizer(sublinear_tf=True, smooth_idf=True) would fit them; returns the features and
+        the rows' tf-idf matrix."""
+        parts = []
+        vocabs = []
+        idfs = []
+        cols = []
+        for m, names, limit in ((counts.word, counts.word_names, params["max_word_features"]),
+                                (counts.char, counts.char_names, params["max_char_features"])):
+            sub = m[rows]
+            df = np.bincount(sub.indices, minlength=sub.shape[1])
+            tf = np.asarray(sub.sum(axis=0)).ravel()
+            keep = np.flatnonzero(df >= params["min_df"])
+            if limit and len(keep) > limit:
+                keep = keep[np.argsort(-tf[keep], kind="stable")[:limit]]
+            keep = np.sort(keep)
+            cols.append(keep)
+            n = sub.shape[0]
+            idf = (np.log((1.0 + n) / (1.0 + df[keep])) + 1.0).astype(np.float32)
+            vocabs.append(np.asarray(names[keep], dtype=str))
+            idfs.append(idf)
+            parts.append(_tfidf(sub[:, keep], idf))
+        feats = cls(vocabs[0], vocabs[1], idfs[0], idfs[1], tuple(params["word_ngram"]),  # type: ignore[arg-type]
+                    tuple(params["char_ngram"]))  # type: ignore[arg-type]
+        feats._cols = (cols[0], cols[1])
+        return feats, sparse.hstack(parts, format="csr", dtype=np.float32)
 
-        w = TfidfVectorizer(token_pattern=r"\S+", lowercase=False, ngram_range=tuple(params["word_ngram"]),
-                            sublinear_tf=True, min_df=params["min_df"], max_features=params["max_word_features"],
-                            dtype=np.float32)
-        c = TfidfVectorizer(analyzer="char", lowercase=False, ngram_range=tuple(params["char_ngram"]),
-                            sublinear_tf=True, min_df=params["min_df"], max_features=params["max_char_features"],
-                            preprocessor=_nospace, dtype=np.float32)
-        w.fit(docs)
-        c.fit(docs)
-        wv = np.array(w.get_feature_names_out(), dtype=str)
-        cv = np.array(c.get_feature_names_out(), dtype=str)
-        return cls(wv, cv, w.idf_.astype(np.float32), c.idf_.astype(np.float32),
-                   tuple(params["word_ngram"]), tuple(params["char_ngram"]))  # type: ignore[arg-type]
+    def select(self, counts: Counts, rows: np.ndarray) -> sparse.csr_matrix:
+        """The tf-idf matrix of `rows` of precomputed counts, in this vocabulary."""
+        assert self._cols is not None, "features not fitted from these counts"
+        parts = [_tfidf(counts.word[rows][:, self._cols[0]], self.word_idf),
+                 _tfidf(counts.char[rows][:, self._cols[1]], self.char_idf)]
+        return sparse.hstack(parts, format="csr", dtype=np.float32)
 
     def _vectorizers(self) -> tuple[Any, Any]:
         if self._vecs is None:
@@ -83,15 +121,25 @@ class _Features:
 
     def transform(self, docs: list[str]) -> sparse.csr_matrix:
         w, c = self._vectorizers()
-        parts = []
-        for vec, idf in ((w, self.word_idf), (c, self.char_idf)):
-            m = vec.transform(docs).tocsr()
-            m.data = (np.log(m.data) + 1.0) * idf[m.indices]
-            norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
-            norms[norms == 0] = 1.0
-            m = sparse.diags(1.0 / norms) @ m
-            parts.append(m)
-        return sparse.hstack(parts, format="csr", dtype=np.float32)
+        return sparse.hstack([_tfidf(w.transform(docs), self.word_idf), _tfidf(c.transform(docs), self.char_idf)],
+                             format="csr", dtype=np.float32)
+
+
+@dataclass
+class Counts:
+    word: sparse.csr_matrix
+    char: sparse.csr_matrix
+    word_names: np.ndarray
+    char_names: np.ndarray
+
+
+def _tfidf(counts: sparse.spmatrix, idf: np.ndarray) -> sparse.csr_matrix:
+    """Sublinear tf (1 + log tf) × idf, rows scaled to unit length."""
+    m = sparse.csr_matrix(counts, dtype=np.float32, copy=True)
+    m.data = (np.log(m.data) + 1.0) * idf[m.indices]
+    norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
+    norms[norms == 0] = 1.0
+    return sparse.csr_matrix(sparse.diags((1.0 / norms).astype(np.float32)) @ m)
 
 
 @dataclass
@@ -109,22 +157,26 @@ class TextModel:
     # ----- training -------------------------------------------------------------------------
     @classmethod
     def fit(cls, docs: list[str], labels: list[str], params: dict[str, Any] | None = None) -> TextModel:
+        p = {**DEFAULT_PARAMS, **(params or {})}
+        counts = _Features.count_all(docs, p)
+        return cls.fit_counts(counts, np.arange(len(docs)), [labels[i] for i in range(len(docs))], p)
+
+    @classmethod
+    def fit_counts(cls, counts: Counts, rows: np.ndarray, labels: list[str], params: dict[str, Any]) -> TextModel:
+        """Fit on some rows of precomputed counts (cross-validation folds share one analysis of the text)."""
         from sklearn.svm import LinearSVC
 
-        p = {**DEFAULT_PARAMS, **(params or {})}
-        feats = _Features.fit(docs, p)
-        x = feats.transform(docs)
-        classes = sorted(set(labels))
-        if len(classes) < 2:
+        if len(set(labels)) < 2:
             raise ModelError("至少需要两个类别 / at least two labels are needed to train")
-        svm = LinearSVC(C=p["C"])
+        feats, x = _Features.fit_counts(counts, rows, params)
+        svm = LinearSVC(C=params["C"])
         svm.fit(x, labels)
         coef = svm.coef_.astype(np.float32)
         intercept = svm.intercept_.astype(np.float32)
-        if len(classes) == 2:  # LinearSVC keeps one row for two classes
+        if len(svm.classes_) == 2:  # LinearSVC keeps one row for two classes
             coef = np.vstack([-coef[0], coef[0]])
             intercept = np.array([-intercept[0], intercept[0]], dtype=np.float32)
-        return cls(list(svm.classes_), feats, coef, intercept, meta={"params": p})
+        return cls(list(svm.classes_), feats, coef, intercept, meta={"params": params})
 
     # ----- inference ------------------------------------------------------------------------
     def scores(self, token_docs: list[str]) -> np.ndarray:
@@ -197,7 +249,8 @@ class TextModel:
         except ModelError:
             raise
         except (OSError, ValueError, zipfile.BadZipFile, KeyError, json.JSONDecodeError, EOFError) as exc:
-            raise ModelError(f"模型文件已损坏或不是 zhizhi 模型 / {path} is corrupt or not a zhizhi model: {exc}") from None
+            raise ModelError(f"模型文件已损坏或不是 zhizhi 模型 / {path} is corrupt or not a zhizhi model: "
+                             f"{exc}") from None
         if header.get("format") != FORMAT:
             raise ModelError(f"不是 zhizhi 分拨模型 / {path}: format {header.get('format')!r}, expected {FORMAT!r}")
         if header.get("format_version") != FORMAT_VERSION:

@@ -7,7 +7,8 @@ the API and the intake handlers call them. Every function that changes something
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,6 +21,7 @@ from zhizhi.domain.case import REPORT_IN, SYSTEM, TASK_DONE, Actor, Case, CaseSt
 from zhizhi.domain.errors import IllegalAction, NotFound, ValidationFailed
 from zhizhi.domain.places import Level
 from zhizhi.domain.whistle import TaskState, WhistleTask, all_done
+from zhizhi.service.commands import Command
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +306,8 @@ def whistle_status(ctx: Any, case_id: int, principal: Principal) -> dict[str, An
     with ctx.uow as uow:
         case = _get(uow, case_id)
         tasks = [t for _, t in DispatchStore(uow.session).tasks(case_id)]
-    return {"case_id": case_id, "state": case.state.value, "level": case.level.name.lower() if case.level else None,
+    level = case.level.name.lower() if case.level is not None else None
+    return {"case_id": case_id, "state": case.state.value, "level": level,
             "tasks": [{"round": t.round, "department_code": t.department_code, "task": t.task, "state": t.state.value,
                        "report_by": _iso(t.report_by), "due_at": _iso(t.due_at), "reported_at": _iso(t.reported_at),
                        "done_at": _iso(t.done_at), "note": t.note, "overdue": t.is_overdue(now)} for t in tasks]}
@@ -333,7 +336,8 @@ def task_action(ctx: Any, case_id: int, department: str, action: str, principal:
                     raise ValidationFailed("报到需要给出完成时限 due_at 或 hours / give due_at or hours")
                 due_at = now + timedelta(hours=hours)
             t.report_in(now, due_at, task)
-            case.record_task(now, actor, REPORT_IN, department, f"{department} 报到，承诺 {due_at.isoformat()} 前完成：{t.task}",
+            case.record_task(now, actor, REPORT_IN, department,
+                             f"{department} 报到，承诺 {due_at.isoformat()} 前完成：{t.task}",
                              data={"due_at": due_at.isoformat()})
         else:
             t.finish(now, note)
@@ -347,3 +351,20 @@ def task_action(ctx: Any, case_id: int, department: str, action: str, principal:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+# ------------------------------------------------------------------------------------------
+# Through the message bus: events caused by these use cases (a closure, a whistle) are handled
+# at once, like those of the core commands.
+# ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DispatchCall(Command):
+    """Run one of this module's use cases on the bus: `fn(ctx, *args, **kwargs)`."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def run_call(cmd: DispatchCall, ctx: Any) -> Any:
+    return cmd.fn(ctx, *cmd.args, **cmd.kwargs)

@@ -31,12 +31,13 @@ BOILERPLATE = (
 )
 _BOILERPLATE = re.compile("|".join(sorted(map(re.escape, BOILERPLATE), key=len, reverse=True)))
 #: Tokens too common to carry meaning (a short list; the corpus's own list was not published).
-STOP_WORDS = frozenset(
+_STOP_TEXT = (
     "的 了 是 在 我 我们 你 你们 他 他们 她 它 和 与 及 也 都 就 有 对 为 被 把 这 那 这个 那个 啊 吗 呢 吧 "
     "呀 哦 嘛 着 过 又 还 但 但是 而 而且 并 并且 或 或者 因为 所以 如果 一个 一些 没有 不 很 非常 已经 "
     "可以 能 会 要 让 给 从 到 向 于 以 等 之 其 该 此 上 下 中 里 后 前 时 才 再 更 最 很多 什么 怎么 "
-    "如何 为什么 是否 现在 目前 今天 一直 多次 问题 情况 反映 一下 一样 这样 那样 自己 大家".split()
+    "如何 为什么 是否 现在 目前 今天 一直 多次 问题 情况 反映 一下 一样 这样 那样 自己 大家"
 )
+STOP_WORDS = frozenset(_STOP_TEXT.split())
 _PUNCT = re.compile(r"^[\W_]+$")
 
 _lock = threading.Lock()

@@ -20,6 +20,7 @@ from zhizhi.dispatch.corpus import Example, match_rows
 from zhizhi.dispatch.model import (
     DEFAULT_PARAMS,
     TextModel,
+    _Features,
     choose_thresholds,
     fit_temperature,
     new_version,
@@ -38,11 +39,12 @@ class CrossValidation:
     labels: list[str]
     seconds: float
     folds: int
+    counts: Any = None  # the text analysed once, reused by the final fit
 
 
 def cross_validate(examples: list[Example], folds: int = 5, params: dict[str, Any] | None = None,
                    seed: int = 0) -> CrossValidation:
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedGroupKFold
 
     t0 = time.perf_counter()
     raw_idx = np.array([i for i, e in enumerate(examples) if e.raw is not None])
@@ -68,21 +70,51 @@ def cross_validate(examples: list[Example], folds: int = 5, params: dict[str, An
     labels = sorted(set(y.tolist()))
     counts = Counter(y[scored].tolist())
     n_splits = max(2, min(folds, min(counts.values())))
-    skf = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    # The same message may be in two raw files (the corpus sample and the raw subset overlap):
+    # near-identical scored rows form one group, so they never sit on both sides of a fold.
+    groups = _near_duplicate_groups([examples[i].tokens for i in scored])
+    skf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     oof = np.zeros((len(scored), len(labels)), dtype=np.float64)
-    for tr, te in skf.split(scored, y[scored]):
+    p = {**DEFAULT_PARAMS, **(params or {})}
+    counts = _Features.count_all([e.tokens for e in examples], p)
+    for tr, te in skf.split(scored, y[scored], groups):
         test_rows = scored[te]
         excluded = set(twins[test_rows].tolist()) - {-1}
-        train_rows = [int(i) for i in train_only if int(i) not in excluded] + [int(i) for i in scored[tr]]
-        model = TextModel.fit([examples[i].tokens for i in train_rows], [str(y[i]) for i in train_rows], params)
-        s = model.scores([examples[i].tokens for i in test_rows])
+        train_rows = np.array([int(i) for i in train_only if int(i) not in excluded] + [int(i) for i in scored[tr]])
+        model = TextModel.fit_counts(counts, train_rows, [str(y[i]) for i in train_rows], p)
+        x = model.features.select(counts, test_rows)
+        s = np.asarray(x @ model.coef.T) + model.intercept
         cols = [labels.index(lab) for lab in model.labels]
         fold_scores = np.full((len(te), len(labels)), -1e3)
         fold_scores[:, cols] = s
         oof[te] = fold_scores
     y_true = [str(v) for v in y[scored]]
     y_pred = [labels[j] for j in oof.argmax(axis=1)]
-    return CrossValidation(y_true, y_pred, oof, labels, time.perf_counter() - t0, n_splits)
+    return CrossValidation(y_true, y_pred, oof, labels, time.perf_counter() - t0, n_splits, counts)
+
+
+def _near_duplicate_groups(docs: list[str]) -> np.ndarray:
+    """Group ids joining documents whose word sets have cosine ≥ TWIN_SIMILARITY (union-find)."""
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.preprocessing import normalize
+
+    m = normalize(CountVectorizer(token_pattern=r"\S+", lowercase=False, binary=True).fit_transform(docs))
+    parent = list(range(len(docs)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for start in range(0, len(docs), 512):
+        sims = (m[start:start + 512] @ m.T).tocoo()
+        for i, j, v in zip(sims.row, sims.col, sims.data, strict=True):
+            if v >= TWIN_SIMILARITY and start + i != j:
+                a, b = find(start + int(i)), find(int(j))
+                if a != b:
+                    parent[a] = b
+    return np.array([find(i) for i in range(len(docs))])
 
 
 def metrics(y_true: list[str], y_pred: list[str], labels: list[str]) -> dict[str, Any]:
@@ -121,7 +153,7 @@ def train(examples: list[Example], *, params: dict[str, Any] | None = None, fold
     proba = softmax(cv.scores, temperature)
     conf = proba.max(axis=1)
     thresholds = choose_thresholds(cv.labels, cv.y_true, cv.y_pred, conf, p["precision_target"], p["min_support"])
-    model = TextModel.fit([e.tokens for e in examples], [e.label for e in examples], p)
+    model = TextModel.fit_counts(cv.counts, np.arange(len(examples)), [e.label for e in examples], p)
     model.temperature = temperature
     model.thresholds = thresholds
     cv_metrics = metrics(cv.y_true, cv.y_pred, cv.labels)

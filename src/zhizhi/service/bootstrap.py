@@ -83,6 +83,7 @@ def bootstrap(settings: Settings | None = None, *, gazetteer: Gazetteer | None =
             ReportCases: bind(handlers.report_cases, ctx=ctx),
             ActOnCase: bind(handlers.act_on_case, ctx=ctx),
             CheckOverdue: bind(handlers.check_overdue, ctx=ctx),
+            dispatch_service.DispatchCall: bind(dispatch_service.run_call, ctx=ctx),
         },
         event_handlers={
             ev.CaseRegistered: [bind(handlers.auto_dispatch, ctx=ctx)],
