@@ -158,7 +158,7 @@ def test_level_rules() -> None:
     assert stacked.level is Level.DISTRICT
     # A department already above the level keeps it; the explanation is a sentence for the timeline.
     d = decide(rules, "拖欠工资", dept="hrss", level=Level.DISTRICT, category="I1001")
-    assert d.level is Level.DISTRICT and d.department_code == "hrss"
+    assert d.level is Level.DISTRICT and d.department_code == "hrss" and d.tier == "区县职能部门处置"
     assert d.explain("人力资源和社会保障").startswith("派遣至人力资源和社会保障（区县级处置")
 
 

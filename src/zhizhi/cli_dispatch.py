@@ -153,7 +153,7 @@ def evaluate_cmd(
     examples = [e for e in examples if e.raw is not None]
     if not examples:
         raise _fail(f"{data}: no raw-text rows (production sees raw text; evaluate on raw text)")
-    top = m.predict_top([e.tokens for e in examples], k=1)
+    top = m.predict_top([m.prepare(e.raw) for e in examples], k=1)
     y_true = [e.label for e in examples]
     y_pred = [t[0][0] for t in top]
     labels = sorted(set(m.labels) | set(y_true))
@@ -211,7 +211,6 @@ def predict_cmd(
 ) -> None:
     """Add `predicted_label`, `confidence` and `top3` (label:probability|…) to each row."""
     from zhizhi.dispatch.corpus import raw_text, read_rows
-    from zhizhi.dispatch.text import prepare
 
     m = _load_model(model, kind)
     if not data.is_file():
@@ -219,7 +218,7 @@ def predict_cmd(
     rows = read_rows(data)
     if rows and "text" not in rows[0] and "subject" not in rows[0]:
         raise _fail(f"{data}: needs a `text` (or `subject`) column")
-    top = m.predict_top([prepare(raw_text(r) or "") for r in rows], k=3)
+    top = m.predict_top([m.prepare(raw_text(r) or "") for r in rows], k=3)
     fields = list(rows[0].keys()) if rows else ["text"]
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", encoding="utf-8", newline="") as fh:

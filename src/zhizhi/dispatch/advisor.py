@@ -25,7 +25,6 @@ from typing import Any
 from zhizhi.dispatch.keywords import KeywordClassifier
 from zhizhi.dispatch.levels import LevelDecision, LevelRules
 from zhizhi.dispatch.model import ModelError, TextModel
-from zhizhi.dispatch.text import prepare
 from zhizhi.domain.catalogue import Catalogue
 from zhizhi.domain.places import Level
 
@@ -102,7 +101,7 @@ class Advisor:
         texts = [f"{f.title}\n{f.description}" for f in facts]
         model_top: list[list[tuple[str, float]]] = [[] for _ in facts]
         if self.model is not None and self._label_codes:
-            model_top = self.model.predict_top([prepare(t) for t in texts], k=top)
+            model_top = self.model.predict_top([self.model.prepare(t) for t in texts], k=top)
         return [self._combine(f, t, m, top) for f, t, m in zip(facts, texts, model_top, strict=True)]
 
     def suggest(self, fact: CaseFacts, top: int = 3) -> list[Suggestion]:
@@ -113,8 +112,13 @@ class Advisor:
         out: list[Suggestion] = []
         seen: set[str] = set()
         model_codes = set(self._label_codes.values())
-        # A confident keyword match in a category the model cannot know speaks first.
-        if kw and kw[0].confidence >= KEYWORD_MIN_CONFIDENCE and self._major(kw[0].category_code) not in model_codes:
+        # A confident keyword match in a category the model cannot know speaks first, unless the model
+        # is sure of its own answer ("其他" categories never lead: they match the most generic words).
+        model_sure = bool(model_top) and self.model is not None and \
+            model_top[0][1] >= self.model.threshold(model_top[0][0])
+        if kw and kw[0].confidence >= KEYWORD_MIN_CONFIDENCE and not model_sure \
+                and self._major(kw[0].category_code) not in model_codes \
+                and not self._major(kw[0].category_code).endswith("99"):
             out.append(self._make(fact, kw[0].category_code, kw[0].confidence, "keywords", None, kw[0].matched))
             seen.add(kw[0].category_code)
         for label, p in model_top:
@@ -164,7 +168,7 @@ class Advisor:
         """The department model's opinion (trained on official replies), when one is loaded."""
         if self.department_model is None:
             return []
-        return self.department_model.predict_top([prepare(text)], k=top)[0]
+        return self.department_model.predict_top([self.department_model.prepare(text)], k=top)[0]
 
 
 def model_paths(models_dir: Path, kind: str = "category") -> list[Path]:

@@ -135,3 +135,12 @@ def to_category_codes(examples: list[Example], catalogue: object) -> list[Exampl
                 code = found.code
         mapping[label] = code
     return [Example(e.tokens, mapping[e.label], e.raw) for e in examples]
+
+
+def real_messages(shared: Path | None, limit: int = 1000) -> list[tuple[str, str]]:
+    """(subject, text) of real citizen messages without labels (attachment 3), for the demo's hotline
+    tickets; empty when the shared corpus is absent. Read at run time, never copied."""
+    if shared is None or not (Path(shared) / "complaints" / VOTES).is_file():
+        return []
+    rows = read_rows(Path(shared) / "complaints" / VOTES)[:limit]
+    return [(r["subject"].strip(), r["text"].strip()[:1000]) for r in rows if r.get("subject") and r.get("text")]

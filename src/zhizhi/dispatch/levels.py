@@ -67,6 +67,7 @@ class LevelRules:
     ceiling: Level = Level.DISTRICT
     tiers: Mapping[Level, str] = field(default_factory=dict)
     fallback_department: Mapping[Level, str] = field(default_factory=dict)
+    raised_tiers: Mapping[Level, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path | None = None) -> LevelRules:
@@ -104,7 +105,8 @@ class LevelRules:
                 at_most=lv(r["at_most"], name) if "at_most" in r else None))
         return cls(tuple(rules), lv(data.get("ceiling", "district"), "ceiling"),
                    {lv(k, "tiers"): v for k, v in data.get("tiers", {}).items()},
-                   {lv(k, "fallback_department"): v for k, v in data.get("fallback_department", {}).items()})
+                   {lv(k, "fallback_department"): v for k, v in data.get("fallback_department", {}).items()},
+                   {lv(k, "raised_tiers"): v for k, v in data.get("raised_tiers", {}).items()})
 
     def decide(self, *, category_code: str, category_name: str, parent_code: str | None, severity: str | None,
                text: str, linked_reports: int, default_department: str, default_level: Level,
@@ -139,4 +141,7 @@ class LevelRules:
                 department = fallback
         if not reasons:
             reasons.append(f"{category_name}按责任清单由{level.label_zh}级处置")
-        return LevelDecision(level, department, self.tiers.get(level, level.label_zh), reasons)
+        tier = self.tiers.get(level, level.label_zh)
+        if level < default_level:
+            tier = self.raised_tiers.get(level, tier)
+        return LevelDecision(level, department, tier, reasons)

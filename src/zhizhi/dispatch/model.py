@@ -25,11 +25,14 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
+from zhizhi.dispatch.text import MAX_CHARS
+
 FORMAT = "zhizhi-dispatch-linear"
 FORMAT_VERSION = 1
 DEFAULT_PARAMS: dict[str, Any] = {
     "word_ngram": [1, 2], "char_ngram": [1, 3], "min_df": 2, "max_word_features": 150_000,
     "max_char_features": 200_000, "C": 0.5, "precision_target": 0.95, "min_support": 10,
+    "max_chars": MAX_CHARS,
 }
 
 
@@ -198,6 +201,18 @@ class TextModel:
         return float(self.thresholds.get(label, 1.01))
 
     @property
+    def max_chars(self) -> int | None:
+        """How much of a text the model reads (see zhizhi.dispatch.text.MAX_CHARS)."""
+        value = self.meta.get("max_chars", self.meta.get("params", {}).get("max_chars"))
+        return int(value) if value else None
+
+    def prepare(self, raw_text: str) -> str:
+        """Raw text → this model's input, exactly as its training and cross-validation saw raw text."""
+        from zhizhi.dispatch.text import prepare
+
+        return prepare(raw_text, max_chars=self.max_chars)
+
+    @property
     def version(self) -> str:
         return str(self.meta.get("version", "unsaved"))
 
@@ -216,6 +231,7 @@ class TextModel:
             "thresholds": self.thresholds,
             "word_ngram": list(self.features.word_ngram),
             "char_ngram": list(self.features.char_ngram),
+            "max_chars": self.max_chars,
             "digest": _digest(arrays),
         }
         arrays["header"] = np.array(json.dumps(header, ensure_ascii=False, sort_keys=True))

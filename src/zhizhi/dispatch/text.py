@@ -102,6 +102,21 @@ def tokens_segmented(text: str) -> list[str]:
     return out
 
 
-def prepare(text: str, segmented: bool = False) -> str:
-    """The model's input: tokens joined by single spaces."""
-    return " ".join(tokens_segmented(text) if segmented else tokens_raw(text))
+#: The model reads the first MAX_CHARS characters of the token string: the subject and the opening
+#: sentences. Measured on the corpus (docs/dispatch.md), this is both more accurate than the whole
+#: letter and faster. Raw text is cut to RAW_CUT × MAX_CHARS before segmentation, which always leaves
+#: at least MAX_CHARS characters of tokens (cleaning removes little; spaces are added).
+MAX_CHARS = 300
+RAW_CUT = 1.5
+
+
+def prepare(text: str, segmented: bool = False, max_chars: int | None = MAX_CHARS) -> str:
+    """The model's input: tokens joined by single spaces, the first `max_chars` characters (None: all)."""
+    if segmented:
+        out = " ".join(tokens_segmented(text))
+    else:
+        out = " ".join(tokens_raw(text[:int(max_chars * RAW_CUT)] if max_chars else text))
+    if max_chars and len(out) > max_chars:
+        cut = out.rfind(" ", 0, max_chars + 1)
+        out = out[:cut if cut > 0 else max_chars]
+    return out

@@ -51,6 +51,11 @@ def cross_validate(examples: list[Example], folds: int = 5, params: dict[str, An
     seg_idx = np.array([i for i, e in enumerate(examples) if e.raw is None])
     scored = raw_idx if len(raw_idx) >= folds * 2 else np.arange(len(examples))
     train_only = seg_idx if scored is raw_idx else np.array([], dtype=int)
+    # A label with fewer scored rows than folds cannot be scored fairly: its rows only train.
+    few = {lab for lab, n in Counter(examples[i].label for i in scored).items() if n < folds}
+    if few:
+        train_only = np.concatenate([train_only, [i for i in scored if examples[i].label in few]]).astype(int)
+        scored = np.array([i for i in scored if examples[i].label not in few], dtype=int)
     twins = np.full(len(examples), -1)
     if len(train_only) and len(scored):
         pool = [examples[i].tokens for i in train_only]
@@ -156,7 +161,7 @@ def train(examples: list[Example], *, params: dict[str, Any] | None = None, fold
     model = TextModel.fit_counts(cv.counts, np.arange(len(examples)), [e.label for e in examples], p)
     model.temperature = temperature
     model.thresholds = thresholds
-    cv_metrics = metrics(cv.y_true, cv.y_pred, cv.labels)
+    cv_metrics = metrics(cv.y_true, cv.y_pred, sorted(set(cv.y_true)))
     model.meta = {
         "version": new_version(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -172,3 +177,47 @@ def train(examples: list[Example], *, params: dict[str, Any] | None = None, fold
         "train_seconds": round(time.perf_counter() - t0, 1),
     }
     return model
+
+
+#: The real corpus files the default model learns from (../shared/data/complaints; never copied).
+DEFAULT_CATEGORY_FILES = ("teddy2020_attachment2_full_segmented_labelled.csv",
+                          "teddy2020_attachment2_raw_subset_labelled.csv",
+                          "teddy2020_attachment2_sample_labelled.csv")
+DEFAULT_DEPARTMENT_FILE = "teddy2020_attachment4_messages_replies.csv"
+
+
+def ensure_default_models(models_dir: Any, catalogue: Any, folds: int = 3) -> list[str]:
+    """Train the category and department models from the shared corpus when none exist (the demo).
+
+    Returns what was trained, as short lines for the console; nothing when models exist or the
+    corpus is absent (the server then runs on the keyword baseline).
+    """
+    from pathlib import Path
+
+    from zhizhi.dispatch.advisor import model_paths
+    from zhizhi.dispatch.corpus import department_examples, files_hash, load_examples, to_category_codes
+    from zhizhi.geo.demo_city import find_shared_data
+
+    shared = find_shared_data()
+    corpus = Path(shared) / "complaints" if shared else None
+    if corpus is None or not corpus.is_dir():
+        return []
+    done = []
+    models_dir = Path(models_dir)
+    if not model_paths(models_dir, "category"):
+        paths = [corpus / f for f in DEFAULT_CATEGORY_FILES if (corpus / f).is_file()]
+        if paths:
+            examples = to_category_codes(load_examples(paths), catalogue)
+            model = train(examples, folds=folds, data_hash=files_hash(paths), sources=[str(p) for p in paths])
+            model.meta["kind"] = "category"
+            model.save(models_dir / f"dispatch-category-{model.version}.npz")
+            done.append(f"category model: macro-F1 {model.meta['cv']['macro_f1']:.3f} ({folds}-fold, raw text), "
+                        f"{model.meta['train_seconds']} s")
+    replies = corpus / DEFAULT_DEPARTMENT_FILE
+    if not model_paths(models_dir, "department") and replies.is_file():
+        model = train(department_examples(replies), folds=folds, data_hash=files_hash([replies]),
+                      sources=[str(replies)])
+        model.meta["kind"] = "department"
+        model.save(models_dir / f"dispatch-department-{model.version}.npz")
+        done.append(f"department model: macro-F1 {model.meta['cv']['macro_f1']:.3f}, {model.meta['train_seconds']} s")
+    return done
