@@ -7,10 +7,25 @@ Models themselves are files in the data dir (`models/`), never rows: they are de
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, func, select
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    and_,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from zhizhi.adapters.orm import Base, BigId, CaseRow, UtcDateTime
@@ -95,9 +110,12 @@ class DispatchStore:
         return list(self.session.scalars(select(DispatchDecisionRow).order_by(DispatchDecisionRow.id).limit(limit)))
 
     # -- duplicates --------------------------------------------------------------------------
-    def open_candidates(self, *, district: str | None, since: datetime, exclude: int,
+    def open_candidates(self, *, district: str | None, since: datetime, exclude: int, grid: str | None = None,
+                        lon: float | None = None, lat: float | None = None, radius_m: float | None = None,
                         limit: int = 500) -> list[Candidate]:
-        """Open cases of the district reported since `since` (the duplicate window)."""
+        """Open cases of the district reported since `since` (the duplicate window), earlier than `exclude`;
+        with a grid or a point, only those in the same grid or inside the radius's bounding box, so the
+        text comparison runs on a handful of cases, not the whole district."""
         open_states = [s.value for s in CaseState if s.is_open]
         stmt = (select(CaseRow.id, CaseRow.title, CaseRow.description, CaseRow.reported_at, CaseRow.grid_code,
                        CaseRow.lon, CaseRow.lat, CaseRow.category_code)
@@ -105,6 +123,15 @@ class DispatchStore:
                 .order_by(CaseRow.reported_at.desc()).limit(limit))
         if district is not None:
             stmt = stmt.where(CaseRow.district_code == district)
+        near = []
+        if grid is not None:
+            near.append(CaseRow.grid_code == grid)
+        if lon is not None and lat is not None and radius_m:
+            dlat = radius_m / 111_320.0
+            dlon = dlat / max(0.1, math.cos(math.radians(lat)))
+            near.append(and_(CaseRow.lon.between(lon - dlon, lon + dlon), CaseRow.lat.between(lat - dlat, lat + dlat)))
+        if near:
+            stmt = stmt.where(or_(*near))
         return [Candidate(r.id, f"{r.title}\n{r.description}", r.reported_at, r.grid_code, r.lon, r.lat,
                           r.category_code) for r in self.session.execute(stmt)]
 

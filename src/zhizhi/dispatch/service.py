@@ -194,7 +194,9 @@ def merge_if_duplicate(case: Case, ctx: Any, uow: Any, now: datetime) -> bool:
         return False
     store = DispatchStore(uow.session)
     since = case.reported_at - timedelta(hours=rules.window_hours)
-    candidates = store.open_candidates(district=case.location.district, since=since, exclude=case.id)
+    loc = case.location
+    candidates = store.open_candidates(district=loc.district, since=since, exclude=case.id, grid=loc.grid,
+                                       lon=loc.lon, lat=loc.lat, radius_m=rules.max_distance_m)
     match = find_duplicate(f"{case.title}\n{case.description}", case.reported_at, case.location.grid,
                            case.location.lon, case.location.lat, candidates, rules, case.category_code)
     if match is None:
