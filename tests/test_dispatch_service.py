@@ -102,6 +102,12 @@ def test_unsure_case_waits_in_queue_and_dispatcher_decides(client: TestClient, z
         rows = DispatchStore(uow.session).decisions()
         assert len(rows) == 1 and rows[0].chosen_category == "I0903" and rows[0].accepted is False
         assert rows[0].suggestions and rows[0].model_version
+    # `zhizhi dispatch train --from-db` reads it back as a training row (the 大类 of the choice).
+    from zhizhi.cli_dispatch import decisions_examples
+
+    rows_for_training = decisions_examples(zz.settings, zz.catalogue, "category")
+    assert [(e.label, e.raw is not None) for e in rows_for_training] == [("I09", True)]
+    assert [e.label for e in decisions_examples(zz.settings, zz.catalogue, "department")] == ["education"]
     # Deciding twice is refused: the case is no longer waiting.
     again = client.post(f"/api/v1/cases/{case['id']}/dispatch-decision", json={"accept": True})
     assert again.status_code == 409 and again.headers["content-type"].startswith("application/problem+json")
