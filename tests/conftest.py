@@ -122,7 +122,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, pg_server: str 
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    return Settings(database_url=database_url, data_dir=tmp_path / "var")
+    # Repeat reports in these tests are separate cases on purpose; merging is tested in test_dispatch*.py.
+    return Settings(database_url=database_url, data_dir=tmp_path / "var", dispatch_merge_duplicates=False)
 
 
 @pytest.fixture

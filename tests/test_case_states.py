@@ -34,6 +34,9 @@ def drive(state: CaseState) -> Case:
     if state is CaseState.REJECTED:
         c.reject(t, DISPATCHER, "重复上报")
         return c
+    if state is CaseState.MERGED:
+        c.merge_into(t, DISPATCHER, 99, "与案件 #99 为同一问题")
+        return c
     c.register(t, DISPATCHER, t + timedelta(hours=1))
     if state is CaseState.REGISTERED:
         return c

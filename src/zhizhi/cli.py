@@ -93,6 +93,7 @@ def demo(
 
     logging.basicConfig(level=logging.WARNING)
     t0 = time.perf_counter()
+    _ensure_dispatch_models()
     zz = _boot()
     console.print("1/3 demo city: Chongqing (38 real districts; streets, communities and grids generated, "
                   "marked approximate) …")
@@ -128,6 +129,17 @@ def _demo_accounts(zz: Any) -> None:
     except DomainError as exc:
         raise _fail(f"demo accounts: {exc.message} (ZHIZHI_DEMO_PASSWORD)") from None
     console.print(f"    demo accounts: {len(made)} new; usernames and passwords in {out}")
+
+
+def _ensure_dispatch_models() -> None:
+    """Smart dispatch: train the models from the shared corpus once, when none exist (about a minute)."""
+    from zhizhi.adapters.catalogue_files import load_catalogue
+    from zhizhi.dispatch.training import ensure_default_models
+
+    settings = Settings()
+    console.print("0/3 smart dispatch: models in the data dir, trained from ../shared/data/complaints if missing …")
+    for line in ensure_default_models(settings.models_dir(), load_catalogue(settings.catalogue_dir)):
+        console.print(f"    trained {line}")
 
 
 @app.command("import-hotline")

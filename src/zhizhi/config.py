@@ -32,6 +32,18 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(default=5, description="failed logins per user or address before 429")
     login_window_s: float = Field(default=300.0, description="the window those failures are counted in")
 
+    # Smart dispatch (zhizhi.dispatch; docs/dispatch.md)
+    dispatch_models_dir: Path | None = Field(default=None, description="trained models (default: data_dir/models)")
+    dispatch_on_bad_model: str = Field(default="refuse", description="a tampered or incompatible model file: "
+                                       "'refuse' to start, or 'fallback' to keywords with a warning")
+    dispatch_merge_duplicates: bool = Field(default=True, description="merge repeat reports into the open case")
+    duplicate_window_hours: float = 72.0
+    duplicate_distance_m: float = 300.0
+    duplicate_min_similarity: float = 0.5
+
+    def models_dir(self) -> Path:
+        return self.dispatch_models_dir or self.data_dir / "models"
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url

@@ -73,6 +73,7 @@ def replay_day(zz: Zhizhi, n_cases: int = 400, seed: int = 2026, end: datetime |
     hours = np.sort(np.clip(rng.normal(13.0, 4.5, n_cases), 0.0, 23.9))
     outcome = rng.random(n_cases)
     created = 0
+    messages = _real_messages()
     for i in range(n_cases):
         grid = grids[int(pick[i])]
         at = start + timedelta(hours=float(hours[i]))
@@ -92,6 +93,12 @@ def replay_day(zz: Zhizhi, n_cases: int = 400, seed: int = 2026, end: datetime |
         point = _random_point_in(hierarchy.geometry(grid.code), rng)
         kwargs: dict[str, Any] = {"lon": point[0], "lat": point[1]}
         title = f"{category.name_zh}：{where}"
+        report_category: str | None = category.code
+        if source == "hotline" and messages and outcome[i] >= 0.06:
+            # A real citizen message, uncategorised as 12345 tickets arrive: smart dispatch decides
+            # or queues it for the dispatcher with its top three suggestions.
+            title, description = messages[int(rng.integers(len(messages)))]
+            report_category = None
         if outcome[i] < 0.06:
             # A hotline ticket whose address names no place we know: waits for manual location.
             source, title = "hotline", f"{category.name_zh}（来电人未说明具体位置）"
@@ -100,7 +107,7 @@ def replay_day(zz: Zhizhi, n_cases: int = 400, seed: int = 2026, end: datetime |
         try:
             result = zz.handle(ReportCase(
                 source=source, source_id=f"demo-{seed}-{i:05d}", title=title,
-                description=description, category_code=category.code, reported_at=at,
+                description=description, category_code=report_category, reported_at=at,
                 reporter_phone=f"13{int(rng.integers(100000000, 999999999))}", **kwargs))
         except DomainError as exc:
             log.warning("demo report %d refused: %s", i, exc.message)
@@ -251,3 +258,11 @@ def ensure_demo_accounts(zz: Zhizhi, out_file: Path, password: str | None = None
             f.write("# zhizhi demo accounts (username, password, scope). Never commit this file.\n")
             f.write("\n".join(lines) + "\n")
     return [line.split("\t")[0] for line in lines]
+
+
+def _real_messages() -> list[tuple[str, str]]:
+    """Real (anonymised) citizen messages from the shared corpus when present, else none."""
+    from zhizhi.dispatch.corpus import real_messages
+    from zhizhi.geo.demo_city import find_shared_data
+
+    return real_messages(find_shared_data())

@@ -36,6 +36,13 @@ class OutboxRouter:
         recipient = getattr(event, "department", "") or "dispatch-centre"
         if isinstance(event, ev.CaseEscalated | ev.CaseClosed):
             recipient = "dispatch-centre"
+        if isinstance(event, ev.CaseMerged | ev.LinkedCaseClosed):
+            recipient = "reporter"  # the citizen of the merged report (contact details stay on the case)
+        if isinstance(event, ev.CaseWhistled):
+            return [m for d in event.departments for m in self._message(event, d)]
+        return self._message(event, recipient)
+
+    def _message(self, event: ev.Event, recipient: str) -> list[dict[str, Any]]:
         url = self.webhooks.get(recipient)
         payload = {"event": type(event).__name__, **event.__dict__}
         return [{

@@ -36,6 +36,7 @@ class CaseState(StrEnum):
     CLOSED = "closed"  # 已结案
     EVALUATED = "evaluated"  # 已评价
     REJECTED = "rejected"  # 不予立案
+    MERGED = "merged"  # 已合并: a duplicate report linked to an open case of the same problem
 
     @property
     def label_zh(self) -> str:
@@ -43,7 +44,7 @@ class CaseState(StrEnum):
 
     @property
     def is_open(self) -> bool:
-        return self not in (CaseState.CLOSED, CaseState.EVALUATED, CaseState.REJECTED)
+        return self not in (CaseState.CLOSED, CaseState.EVALUATED, CaseState.REJECTED, CaseState.MERGED)
 
 
 STATE_ZH = {
@@ -56,6 +57,7 @@ STATE_ZH = {
     CaseState.CLOSED: "已结案",
     CaseState.EVALUATED: "已评价",
     CaseState.REJECTED: "不予立案",
+    CaseState.MERGED: "已合并",
 }
 
 
@@ -117,10 +119,21 @@ TRANSITIONS: dict[CaseState, frozenset[Action]] = {
     S.CLOSED: frozenset({A.EVALUATE, A.REOPEN}),
     S.EVALUATED: frozenset({A.REOPEN}),
     S.REJECTED: frozenset(),
+    S.MERGED: frozenset(),
 }
 
 #: The system-only mark; it is not a user action and so is not in TRANSITIONS.
 OVERDUE = "overdue"
+#: Smart-dispatch entries (duplicates and 吹哨报到). They have their own routes and rules, so they are
+#: not in TRANSITIONS: the generic action endpoint cannot perform them.
+MERGE = "merge"  # 合并: this report is a duplicate of an open case
+LINK = "link"  # 关联: a duplicate report was merged into this case
+LINKED_CLOSED = "linked_closed"  # 关联案件办结: the case this report was merged into closed
+WHISTLE = "whistle"  # 吹哨: a street or community calls departments in
+REPORT_IN = "report_in"  # 报到: a called department takes its task
+TASK_DONE = "task_done"  # 任务完成: a called department finished its task
+#: States in which a street or community may blow the whistle.
+WHISTLE_STATES = frozenset({CaseState.DISPATCHED, CaseState.HANDLING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,6 +408,81 @@ class Case:
         self.events.append(ev.CaseOverdue(case_id=self._id, state=self.state.value,
                                           department=self.department_code or ""))
         return True
+
+    # ----- smart dispatch: duplicates and 吹哨报到 ----------------------------------------------
+    def merge_into(self, now: datetime, actor: Actor, primary_id: int, note: str,
+                   data: dict[str, Any] | None = None) -> None:
+        """合并: this new report describes the same problem as open case `primary_id`; no second job opens."""
+        if self.state is not CaseState.REPORTED:
+            raise IllegalAction("只有新报告可以合并 / only a new report can be merged into another case",
+                                allowed=[a.value for a in self.allowed_actions()], state=self.state.value)
+        if primary_id == self.id:
+            raise ValidationFailed("不能合并到自身 / a case cannot be merged into itself")
+        before = self.state
+        self.state = CaseState.MERGED
+        self.closed_at = now
+        self.due_at = None
+        self._record(now, actor, MERGE, before, CaseState.MERGED, note, data={"case_id": primary_id, **(data or {})})
+        self.events.append(ev.CaseMerged(case_id=self._id, into_case_id=primary_id))
+
+    def record_linked_report(self, now: datetime, actor: Actor, linked_id: int, report_count: int,
+                             note: str = "") -> None:
+        """关联: another report of this problem was merged in; the state does not change."""
+        if not self.is_open:
+            raise IllegalAction("案件已办结，不能再关联 / the case is closed; open a new one", allowed=[])
+        self._record(now, actor, LINK, self.state, self.state,
+                     note or f"关联重复报告 #{linked_id}，共 {report_count} 件反映",
+                     data={"linked_case_id": linked_id, "report_count": report_count})
+
+    def record_linked_closure(self, now: datetime, primary_id: int, outcome: str) -> None:
+        """The case this report was merged into closed: the reporter hears of it through this case too."""
+        self._record(now, SYSTEM, LINKED_CLOSED, self.state, self.state,
+                     f"关联案件 #{primary_id} 已办结 / the case this report was merged into is closed",
+                     data={"case_id": primary_id, "outcome": outcome})
+        self.events.append(ev.LinkedCaseClosed(case_id=self._id, primary_case_id=primary_id, outcome=outcome))
+
+    def whistle(self, now: datetime, actor: Actor, departments: list[str], reason: str, round_no: int) -> Level:
+        """吹哨: the street or community cannot solve it alone; the case rises one level and the named
+        departments are called in (each then reports in with its own task). Returns the new level."""
+        if self.state not in WHISTLE_STATES:
+            raise IllegalAction(
+                f"案件当前状态为「{self.state.label_zh}」，不能吹哨 / whistle needs a dispatched or handling case",
+                allowed=[a.value for a in self.allowed_actions()], state=self.state.value)
+        _require_text(reason, "吹哨必须说明理由 / a reason is required to blow the whistle")
+        if not departments:
+            raise ValidationFailed("吹哨需要点名至少一个部门 / name at least one department")
+        current = self.level if self.level is not None else Level.GRID
+        if current <= Level.CITY:
+            raise IllegalAction("市级案件无法再吹哨上升 / a city-level case cannot rise further", allowed=[])
+        new_level = Level(current - 1)
+        before = self.state
+        self.level = new_level
+        self.state = CaseState.HANDLING
+        self.overdue_since = None
+        self._record(now, actor, WHISTLE, before, CaseState.HANDLING, reason,
+                     data={"departments": list(departments), "from_level": current.name.lower(),
+                           "to_level": new_level.name.lower(), "round": round_no})
+        self.events.append(ev.CaseWhistled(case_id=self._id, departments=tuple(departments), level=int(new_level)))
+        return new_level
+
+    def record_task(self, now: datetime, actor: Actor, kind: str, department: str, note: str,
+                    data: dict[str, Any] | None = None) -> None:
+        """报到 or 任务完成 of one called department, on the case's timeline."""
+        if kind not in (REPORT_IN, TASK_DONE):
+            raise ValidationFailed(f"unknown task entry {kind!r}")
+        self._record(now, actor, kind, self.state, self.state, note, data={"department": department, **(data or {})})
+
+    def close_joint(self, now: datetime, actor: Actor, note: str) -> None:
+        """Every called department finished its task: the case closes (吹哨报到 closes on the tasks)."""
+        if self.state is not CaseState.HANDLING:
+            raise IllegalAction("只有处置中的案件可以按任务结案 / only a handling case closes on its tasks",
+                                allowed=[a.value for a in self.allowed_actions()], state=self.state.value)
+        self.closed_at = now
+        self.due_at = None
+        self.overdue_since = None
+        self._record(now, actor, "close", CaseState.HANDLING, CaseState.CLOSED, note, data={"joint": True})
+        self.state = CaseState.CLOSED
+        self.events.append(ev.CaseClosed(case_id=self._id, outcome="fixed"))
 
     # ----- internals -----------------------------------------------------------------------
     @property

@@ -71,6 +71,32 @@ class CaseChanged(Event):
     state: str
 
 
+@dataclass(frozen=True)
+class CaseMerged(Event):
+    """A new report was merged into an open case of the same problem (smart dispatch)."""
+
+    case_id: int
+    into_case_id: int
+
+
+@dataclass(frozen=True)
+class LinkedCaseClosed(Event):
+    """The case a report was merged into closed; that report's citizen is told."""
+
+    case_id: int
+    primary_case_id: int
+    outcome: str
+
+
+@dataclass(frozen=True)
+class CaseWhistled(Event):
+    """吹哨: departments are called in on a case, which rises one level."""
+
+    case_id: int
+    departments: tuple[str, ...]
+    level: int
+
+
 #: Events that notify someone outside the process; written to the outbox in the same transaction.
 NOTIFIABLE: tuple[type[Event], ...] = (CaseDispatched, CaseReturned, CaseEscalated, CaseSupervised,
-                                       CaseOverdue, CaseClosed)
+                                       CaseOverdue, CaseClosed, CaseMerged, LinkedCaseClosed, CaseWhistled)

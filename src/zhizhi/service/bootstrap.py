@@ -18,6 +18,7 @@ from zhizhi.adapters import db
 from zhizhi.adapters.catalogue_files import load_calendar, load_catalogue
 from zhizhi.adapters.outbox import OutboxRouter, OutboxWorker
 from zhizhi.config import Settings
+from zhizhi.dispatch import service as dispatch_service
 from zhizhi.dispatch.keywords import KeywordClassifier
 from zhizhi.domain import events as ev
 from zhizhi.domain.calendar import WorkingCalendar
@@ -74,6 +75,7 @@ def bootstrap(settings: Settings | None = None, *, gazetteer: Gazetteer | None =
         auto_register=settings.auto_register, auto_dispatch=settings.auto_dispatch,
         classifier=KeywordClassifier(catalogue),
     )
+    ctx.advisor, ctx.duplicate_rules = build_dispatch(settings, catalogue, ctx.classifier)
     bind = functools.partial
     bus = MessageBus(
         uow,
@@ -82,10 +84,12 @@ def bootstrap(settings: Settings | None = None, *, gazetteer: Gazetteer | None =
             ReportCases: bind(handlers.report_cases, ctx=ctx),
             ActOnCase: bind(handlers.act_on_case, ctx=ctx),
             CheckOverdue: bind(handlers.check_overdue, ctx=ctx),
+            dispatch_service.DispatchCall: bind(dispatch_service.run_call, ctx=ctx),
         },
         event_handlers={
             ev.CaseRegistered: [bind(handlers.auto_dispatch, ctx=ctx)],
             ev.CaseEscalated: [bind(handlers.auto_dispatch, ctx=ctx)],
+            ev.CaseClosed: [bind(dispatch_service.notify_linked_on_close, ctx=ctx)],
         },
         batch_handlers={ev.CaseReported: bind(handlers.triage_reported_cases, ctx=ctx)},
     )
@@ -107,3 +111,42 @@ def load_data_cipher(settings: Settings) -> Any:
     from zhizhi.adapters.crypto import load_cipher
 
     return load_cipher(settings.data_dir, settings.data_keys, settings.data_key_file)
+
+
+def build_dispatch(settings: Settings, catalogue: Catalogue, keywords: KeywordClassifier) -> tuple[Any, Any]:
+    """The smart-dispatch advisor (newest trained models in the data dir) and the duplicate rules.
+
+    No model: the keyword baseline categorises, with a log line saying so. A model file that is
+    tampered with or of an unknown format is refused: by default the server does not start (a
+    silently ignored model would hide an attack or a broken deployment); with
+    ZHIZHI_DISPATCH_ON_BAD_MODEL=fallback it runs on the keyword baseline and logs an error.
+    """
+    import logging
+
+    from zhizhi.dispatch.advisor import Advisor, load_latest
+    from zhizhi.dispatch.duplicates import DuplicateRules
+    from zhizhi.dispatch.levels import LevelRules
+    from zhizhi.dispatch.model import ModelError
+
+    log = logging.getLogger("zhizhi.dispatch")
+    models_dir = settings.models_dir()
+    model = department_model = None
+    try:
+        model = load_latest(models_dir, "category")
+        department_model = load_latest(models_dir, "department")
+    except ModelError as exc:
+        if settings.dispatch_on_bad_model != "fallback":
+            raise ModelError(f"{exc}. 服务拒绝启动 / refusing to start: retrain (`zhizhi dispatch train`), remove "
+                             "the file, or set ZHIZHI_DISPATCH_ON_BAD_MODEL=fallback to run on keywords") from None
+        log.error("dispatch model refused, running on the keyword baseline: %s", exc)
+        model = department_model = None
+    if model is None:
+        log.info("no dispatch model in %s: categorising with the keyword baseline", models_dir)
+    else:
+        log.info("dispatch model %s loaded (%s)", model.version, model.meta.get("path"))
+    advisor = Advisor(catalogue, keywords, LevelRules.load(), model, department_model)
+    rules = None
+    if settings.dispatch_merge_duplicates:
+        rules = DuplicateRules(settings.duplicate_window_hours, settings.duplicate_distance_m,
+                               settings.duplicate_min_similarity)
+    return advisor, rules

@@ -49,6 +49,8 @@ class Context:
     auto_register: bool = True
     auto_dispatch: bool = True
     classifier: KeywordClassifier | None = None
+    advisor: Any = None  # zhizhi.dispatch.advisor.Advisor: trained model + keywords + level rules
+    duplicate_rules: Any = None  # zhizhi.dispatch.duplicates.DuplicateRules: merge repeat reports at intake
 
     def due(self, category: str | None, step: str, start: datetime) -> datetime | None:
         """The deadline of a step, from the catalogue, on the working-day calendar."""
@@ -393,7 +395,11 @@ def _triage(case: Case, ctx: Context) -> None:
             found = ctx.gazetteer.locate_address(case.address + " " + case.title)
             if found is not None:
                 case.locate(now, SYSTEM, found, f"按地址定位，置信度 {found.confidence:.2f}")
-        if case.category_code is None and ctx.classifier is not None:
+        if ctx.duplicate_rules is not None and case.location.district and _merge_duplicate(case, ctx, now):
+            return
+        if case.category_code is None and ctx.advisor is not None and ctx.advisor.model is not None:
+            _auto_categorise(case, ctx, now)
+        elif case.category_code is None and ctx.classifier is not None:
             suggestions = ctx.classifier.suggest(case.title + " " + case.description)
             if suggestions and suggestions[0].confidence >= KEYWORD_MIN_CONFIDENCE:
                 top = suggestions[0]
@@ -434,6 +440,9 @@ def _dispatch_by_table(case: Case, ctx: Context, now: datetime, escalated: bool)
     due = ctx.due(case.category_code, "accept", now) or ctx.due(case.category_code, "handle", now)
     category = ctx.catalogue.category(case.category_code)
     note = f"派遣至{department.name_zh}（{level.label_zh}级处置），依据：{category.name_zh}在本区域的责任规则"
+    if ctx.advisor is not None and not escalated:
+        resp, department, note = _apply_level_rules(case, ctx, resp)
+        level = resp.level
     case.dispatch(now, SYSTEM, resp.department_code, level, due, note,
                   reason={"by": "responsibility", "rule_area": resp.rule.area})
 
@@ -455,3 +464,31 @@ def _known_category(ctx: Context, code: str) -> None:
         ctx.catalogue.category(code)
     except Exception:
         raise ValidationFailed(f"未知类别 {code!r} / unknown category", field="category_code") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Smart dispatch hooks (zhizhi.dispatch): used only when bootstrap wired an advisor
+# --------------------------------------------------------------------------------------------
+def _merge_duplicate(case: Case, ctx: Context, now: datetime) -> bool:
+    from zhizhi.dispatch.service import merge_if_duplicate
+
+    return merge_if_duplicate(case, ctx, ctx.uow, now)
+
+
+def _auto_categorise(case: Case, ctx: Context, now: datetime) -> None:
+    from zhizhi.dispatch.service import auto_categorise
+
+    auto_categorise(case, ctx, now)
+
+
+def _apply_level_rules(case: Case, ctx: Context, resp: Any) -> tuple[Any, Any, str]:
+    """Level rules (琐事不出网格 …) adjust the table's level; the timeline note explains the decision."""
+    from zhizhi.adapters.orm_dispatch import DispatchStore
+    from zhizhi.dispatch.service import facts_of
+
+    assert case.category_code is not None and case.id is not None
+    linked = DispatchStore(ctx.uow.session).link_counts([case.id]).get(case.id, 0)
+    decision = ctx.advisor.decide_level(case.category_code, facts_of(case, linked))
+    department = ctx.catalogue.department(decision.department_code)
+    resp = replace(resp, department_code=decision.department_code, level=decision.level)
+    return resp, department, decision.explain(department.name_zh)
