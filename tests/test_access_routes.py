@@ -64,13 +64,16 @@ def _sample(schema: dict[str, Any], spec: dict[str, Any], depth: int = 0) -> Any
         props = schema.get("properties", {})
         return {k: _sample(props[k], spec, depth + 1) for k in schema.get("required", []) if k in props}
     if t == "array":
-        return []
+        return [_sample(schema.get("items", {}), spec, depth + 1) for _ in range(schema.get("minItems", 0))]
     if t == "integer":
         return max(1, schema.get("minimum", 1))
     if t == "number":
         return schema.get("minimum", 1.0)
     if t == "boolean":
         return True
+    alternatives = re.fullmatch(r"\^\(([^()]+)\)\$", schema.get("pattern", ""))
+    if alternatives:  # a pattern of alternatives such as ^(report_in|done)$
+        return alternatives.group(1).split("|")[0]
     return "x" * max(1, schema.get("minLength", 1))
 
 

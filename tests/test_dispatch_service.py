@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import login_headers
 from fastapi.testclient import TestClient
 from test_dispatch import synthetic_examples
 
@@ -55,7 +56,9 @@ def zz(settings: Settings, tiny_hierarchy: PlaceHierarchy, model_file: Path) -> 
 def client(zz: Any) -> TestClient:
     from zhizhi.api.app import create_app
 
-    return TestClient(create_app(zz))
+    c = TestClient(create_app(zz))
+    c.headers.update(login_headers(c, zz))  # an administrator; the whistle test also acts as departments
+    return c
 
 
 def report(client: TestClient, sid: str, title: str, description: str = "", at: tuple[float, float] = IN_JIEFANGBEI,
@@ -175,9 +178,17 @@ def test_whistle_flow_end_to_end(client: TestClient) -> None:
                        json={"action": "done", "note": "x"}).status_code == 409
     assert client.post(f"/api/v1/cases/{cid}/whistle/tasks/education",
                        json={"action": "report_in", "hours": 4}).status_code == 404
+    # Each called department reports in itself: the case is not assigned to it, yet the call makes it visible.
+    zz = client.app.state.zz  # type: ignore[attr-defined]
+    as_dept = {d: login_headers(client, zz, f"h-{d}", ("handler",), (), (d,)) for d in ("housing", "market")}
+    outsider = login_headers(client, zz, "h-education", ("handler",), (), ("education",))
+    assert client.get(f"/api/v1/cases/{cid}/whistle", headers=outsider).status_code == 404
+    assert client.post(f"/api/v1/cases/{cid}/whistle/tasks/market", headers=as_dept["housing"],
+                       json={"action": "report_in", "hours": 4}).status_code == 404  # not its own task
     for dept, hours in (("housing", 48), ("market", 24)):
-        r = client.post(f"/api/v1/cases/{cid}/whistle/tasks/{dept}", json={"action": "report_in", "hours": hours})
-        assert r.status_code == 200
+        r = client.post(f"/api/v1/cases/{cid}/whistle/tasks/{dept}", headers=as_dept[dept],
+                        json={"action": "report_in", "hours": hours})
+        assert r.status_code == 200, r.text
     tasks = {t["department_code"]: t for t in r.json()["tasks"]}
     assert tasks["housing"]["due_at"] != tasks["market"]["due_at"]  # each its own deadline
     r = client.post(f"/api/v1/cases/{cid}/whistle/tasks/housing", json={"action": "done", "note": "检测完成"})

@@ -33,7 +33,7 @@ from fastapi import FastAPI, File, Header, Request, UploadFile
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
-from zhizhi.api.deps import CurrentPrincipal
+from zhizhi.api.deps import CurrentPrincipal, declare_public
 from zhizhi.domain.access import Principal
 from zhizhi.domain.errors import NotFound, ValidationFailed
 
@@ -261,6 +261,8 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
     zz.bus.listen(hub.publish)
     app.state.live = hub
     uploads = zz.settings.data_dir / "uploads"
+    # The console's own pages and the libraries installed at setup hold no data: anyone may load them.
+    declare_public("/console", "/console/vendor/{name}")
 
     @app.get("/console", include_in_schema=False)
     def console_root() -> RedirectResponse:
@@ -309,7 +311,8 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
         return {"url": f"/api/v1/uploads/{name}", "bytes": len(data), "by": principal.username}
 
     @app.get("/api/v1/uploads/{name}", operation_id="get_upload", tags=["console"])
-    def get_upload(name: str) -> FileResponse:
+    def get_upload(name: str, principal: CurrentPrincipal) -> FileResponse:
+        """A stored photo, to signed-in users only (an <img> sends the login cookie, which serves reads)."""
         path = uploads / name
         if "/" in name or ".." in name or path.suffix not in UPLOAD_TYPES.values() or not path.is_file():
             raise NotFound("没有这张图片 / no such photo")

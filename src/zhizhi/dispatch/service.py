@@ -16,12 +16,13 @@ from zhizhi.adapters.orm_dispatch import DispatchStore
 from zhizhi.dispatch.advisor import CaseFacts, Suggestion
 from zhizhi.dispatch.duplicates import find_duplicate
 from zhizhi.domain import events as ev
-from zhizhi.domain.access import Principal
+from zhizhi.domain.access import Principal, require, scope_of
 from zhizhi.domain.case import REPORT_IN, SYSTEM, TASK_DONE, Actor, Case, CaseState
 from zhizhi.domain.errors import IllegalAction, NotFound, ValidationFailed
 from zhizhi.domain.places import Level
 from zhizhi.domain.whistle import TaskState, WhistleTask, all_done
 from zhizhi.service.commands import Command
+from zhizhi.service.scope import ensure_visible
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +39,9 @@ def facts_of(case: Case, linked_reports: int = 0) -> CaseFacts:
     return CaseFacts(case.title, case.description, _lineage(case), linked_reports)
 
 
-def _get(uow: Any, case_id: int, for_update: bool = False) -> Case:
-    case = uow.cases.get(case_id, for_update=for_update)
-    if case is None:
-        raise NotFound(f"案件 {case_id} 不存在 / case {case_id} not found")
-    return case
+def _get(uow: Any, case_id: int, principal: Principal, for_update: bool = False) -> Case:
+    """The case if the principal may see it; out of scope reads as not found (分权分域)."""
+    return ensure_visible(principal, uow.cases.get(case_id, for_update=for_update), case_id)
 
 
 def _advisor(ctx: Any) -> Any:
@@ -62,7 +61,8 @@ def suggestions(ctx: Any, case_id: int, principal: Principal, top: int = 3) -> d
     """Top suggestions for one case, with the model version and the count of linked reports."""
     advisor = _advisor(ctx)
     with ctx.uow as uow:
-        case = _get(uow, case_id)
+        case = _get(uow, case_id, principal)
+        require(principal, "read_cases")
         linked = DispatchStore(uow.session).link_counts([case_id]).get(case_id, 0)
     sugg = advisor.suggest(facts_of(case, linked), top=top)
     return {"case_id": case_id, "model_version": advisor.model_version, "report_count": 1 + linked,
@@ -75,10 +75,11 @@ def queue(ctx: Any, principal: Principal, limit: int = 50, offset: int = 0) -> d
     """Cases waiting for a dispatcher (no category yet, or registered but not dispatched), oldest first."""
     from zhizhi.adapters.repository import CaseFilter
 
+    require(principal, "dispatch")
     advisor = _advisor(ctx)
     with ctx.uow as uow:
         page, total = uow.cases.list(CaseFilter(states=[CaseState.REPORTED.value, CaseState.REGISTERED.value],
-                                                limit=limit, offset=offset))
+                                                limit=limit, offset=offset, scope=scope_of(principal)))
         page = [c for c in page if c.location.district is not None]
         counts = DispatchStore(uow.session).link_counts([c.id for c in page if c.id is not None])
     facts = [facts_of(c, counts.get(c.id or 0, 0)) for c in page]
@@ -106,7 +107,8 @@ def decide(ctx: Any, case_id: int, decision: Decision, principal: Principal) -> 
     actor = actor_of(principal)
     now = ctx.clock.now()
     with ctx.uow as uow:
-        case = _get(uow, case_id, for_update=True)
+        case = _get(uow, case_id, principal, for_update=True)
+        require(principal, "dispatch")
         if case.state not in (CaseState.REPORTED, CaseState.REGISTERED):
             raise IllegalAction(f"案件当前状态为「{case.state.label_zh}」，不在待分拨队列 / the case is not "
                                 "waiting for dispatch", allowed=[a.value for a in case.allowed_actions()],
@@ -225,8 +227,9 @@ def link_manually(ctx: Any, case_id: int, into_case_id: int, principal: Principa
 
     now = ctx.clock.now()
     with ctx.uow as uow:
-        case = _get(uow, case_id, for_update=True)
-        primary = _get(uow, into_case_id, for_update=True)
+        case = _get(uow, case_id, principal, for_update=True)
+        primary = _get(uow, into_case_id, principal, for_update=True)
+        require(principal, "dispatch")
         if not primary.is_open:
             raise IllegalAction(f"案件 #{into_case_id} 已办结 / case {into_case_id} is closed", allowed=[])
         store = DispatchStore(uow.session)
@@ -240,7 +243,7 @@ def link_manually(ctx: Any, case_id: int, into_case_id: int, principal: Principa
 
 def duplicates_of(ctx: Any, case_id: int, principal: Principal) -> dict[str, Any]:
     with ctx.uow as uow:
-        case = _get(uow, case_id)
+        case = _get(uow, case_id, principal)
         store = DispatchStore(uow.session)
         links = store.links(case_id)
         parent = store.link_of(case_id)
@@ -280,13 +283,14 @@ class WhistleCall:
 def whistle(ctx: Any, case_id: int, call: WhistleCall, principal: Principal) -> dict[str, Any]:
     now = ctx.clock.now()
     departments = tuple(dict.fromkeys(d.strip() for d in call.departments if d and d.strip()))
-    for d in departments:
-        try:
-            ctx.catalogue.department(d)
-        except Exception:
-            raise ValidationFailed(f"未知部门 {d!r} / unknown department", field="departments") from None
     with ctx.uow as uow:
-        case = _get(uow, case_id, for_update=True)
+        case = _get(uow, case_id, principal, for_update=True)  # scope first: nothing else may leak existence
+        require(principal, "escalate")
+        for d in departments:
+            try:
+                ctx.catalogue.department(d)
+            except Exception:
+                raise ValidationFailed(f"未知部门 {d!r} / unknown department", field="departments") from None
         store = DispatchStore(uow.session)
         round_no = store.last_round(case_id) + 1
         open_tasks = [t for _, t in store.tasks(case_id) if t.state is not TaskState.DONE]
@@ -303,10 +307,20 @@ def whistle(ctx: Any, case_id: int, call: WhistleCall, principal: Principal) -> 
     return whistle_status(ctx, case_id, principal)
 
 
+def _called_or_visible(uow: Any, case_id: int, principal: Principal, for_update: bool = False) -> Case:
+    """A whistled case is visible to the departments it called (报到), besides its usual scope."""
+    case = uow.cases.get(case_id, for_update=for_update)
+    if case is not None and principal.departments:
+        called = {t.department_code for _, t in DispatchStore(uow.session).tasks(case_id)}
+        if called.intersection(principal.departments):
+            return case  # type: ignore[no-any-return]
+    return ensure_visible(principal, case, case_id)
+
+
 def whistle_status(ctx: Any, case_id: int, principal: Principal) -> dict[str, Any]:
     now = ctx.clock.now()
     with ctx.uow as uow:
-        case = _get(uow, case_id)
+        case = _called_or_visible(uow, case_id, principal)
         tasks = [t for _, t in DispatchStore(uow.session).tasks(case_id)]
     level = case.level.name.lower() if case.level is not None else None
     return {"case_id": case_id, "state": case.state.value, "level": level,
@@ -323,7 +337,10 @@ def task_action(ctx: Any, case_id: int, department: str, action: str, principal:
     if action not in ("report_in", "done"):
         raise ValidationFailed(f"未知任务操作 {action!r} / use report_in or done", allowed=["report_in", "done"])
     with ctx.uow as uow:
-        case = _get(uow, case_id, for_update=True)
+        case = _called_or_visible(uow, case_id, principal, for_update=True)
+        if principal.departments and department not in principal.departments:
+            raise NotFound(f"部门 {department} 没有被吹哨点名 / department {department} was not called on this case")
+        require(principal, "handle")
         store = DispatchStore(uow.session)
         round_no = store.last_round(case_id)
         pairs = store.tasks(case_id, round_no) if round_no else []
