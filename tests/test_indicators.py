@@ -21,8 +21,7 @@ from sqlalchemy import BigInteger, Float, Integer, MetaData, String, Table, Text
 from sqlalchemy import Column as Col
 
 from zhizhi.adapters.orm import UtcDateTime
-from zhizhi.analytics.service import IndicatorService, load_tree
-from zhizhi.analytics.snapshot import Snapshot
+from zhizhi.analytics.service import IndicatorService
 from zhizhi.domain.access import SYSTEM_PRINCIPAL, Principal
 from zhizhi.domain.case import Actor
 from zhizhi.domain.errors import NotFound, ValidationFailed
@@ -87,8 +86,9 @@ def loop_story(app: Any) -> dict[str, int]:
 
 @pytest.fixture
 def service(app: Any) -> IndicatorService:
-    return IndicatorService(app.engine, tree=load_tree(), snapshot=Snapshot(None), clock=app.clock.now,
-                            refresh_interval_s=0)
+    service = IndicatorService.for_app(app, in_memory=True)  # phones are encrypted at rest: it decrypts them
+    service.refresh_interval_s = 0
+    return service
 
 
 def values(reading: Any, area: str) -> dict[str, dict[str, Any]]:
@@ -120,6 +120,22 @@ def test_loop_measures_for_the_city_match_the_story(app: Any, loop_story: dict[s
     assert v["transport.roads.cases"]["value"] == 1  # E, as C0204
     assert v["urban_management.appearance.cases"]["value"] == 0
     assert v["urban_management.appearance.closure_rate"]["status"] == "no_data"  # 0 / 0
+
+
+def test_snapshot_holds_no_phone_in_clear_or_encrypted(app: Any, loop_story: dict[str, int],
+                                                       service: IndicatorService) -> None:
+    service.refresh(force=True)
+    con = service.snapshot.con
+    text_columns = con.execute("SELECT table_name, column_name FROM duckdb_columns() "
+                               "WHERE data_type = 'VARCHAR' AND NOT internal").fetchall()
+    assert text_columns
+    for table_name, column_name in text_columns:
+        hits = con.execute(f'SELECT count(*) FROM "{table_name}" WHERE "{column_name}" LIKE \'%1380000000%\' '
+                           f'OR "{column_name}" LIKE \'enc1:%\'').fetchall()[0][0]
+        assert hits == 0, (table_name, column_name)
+    # The pseudonyms still recognise the repeat (B repeats A with the same phone).
+    v = values(service.read(SYSTEM_PRINCIPAL, grain="month"), "500000")
+    assert v["loop.evaluation.repeat_rate"]["value"] == pytest.approx(100 / 6)
 
 
 def test_every_level_rolls_up_the_same_cases(app: Any, loop_story: dict[str, int],

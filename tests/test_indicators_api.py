@@ -8,12 +8,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conftest import login_headers
 from fastapi.testclient import TestClient
 from test_indicators import T0, loop_story  # noqa: F401  (the fixture)
 
 from zhizhi.api.app import create_app
-from zhizhi.api.deps import current_principal
-from zhizhi.domain.access import Principal
 
 PROBLEM = "application/problem+json"
 
@@ -23,6 +22,7 @@ def client(app: Any, loop_story: dict[str, int]) -> Iterator[TestClient]:  # noq
     api = create_app(app)
     with TestClient(api) as c:
         c.app_state = api  # type: ignore[attr-defined]
+        c.headers.update(login_headers(c, app))
         yield c
 
 
@@ -91,17 +91,14 @@ def test_bad_requests_are_problems(client: TestClient, params: dict[str, Any], s
 
 
 def test_scope_answers_404_outside_the_callers_places(client: TestClient) -> None:
-    api = client.app_state  # type: ignore[attr-defined]
-    api.dependency_overrides[current_principal] = lambda: Principal(
-        user_id=3, username="yz", roles=frozenset({"leader"}), places=("500103",))
-    try:
-        mine = client.get("/api/v1/indicators", params={"indicator": "loop.intake.reported", "grain": "month"})
-        assert mine.json()["area"]["code"] == "500103" and mine.json()["values"][0]["value"] == 2
-        for path in ("/api/v1/indicators", "/api/v1/indicators.csv", "/api/v1/indicators/summary"):
-            assert client.get(path, params={"area": "500105"}).status_code == 404
-        assert client.get("/api/v1/indicators/summary").json()["area"]["code"] == "500103"
-    finally:
-        api.dependency_overrides.clear()
+    zz = client.app.state.zz  # type: ignore[attr-defined]
+    leader = login_headers(client, zz, "yz", ("leader",), ("500103",))
+    mine = client.get("/api/v1/indicators", headers=leader,
+                      params={"indicator": "loop.intake.reported", "grain": "month"})
+    assert mine.json()["area"]["code"] == "500103" and mine.json()["values"][0]["value"] == 2
+    for path in ("/api/v1/indicators", "/api/v1/indicators.csv", "/api/v1/indicators/summary"):
+        assert client.get(path, headers=leader, params={"area": "500105"}).status_code == 404
+    assert client.get("/api/v1/indicators/summary", headers=leader).json()["area"]["code"] == "500103"
 
 
 def test_summary_and_single_charts(client: TestClient) -> None:

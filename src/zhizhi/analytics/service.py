@@ -83,6 +83,7 @@ class IndicatorService:
         self.tz = ZoneInfo(tz)
         self.refresh_interval_s = refresh_interval_s
         self.category_names = category_names or {}
+        self.reveal: Callable[[str | None], str | None] | None = None  # decrypts personal fields (set by for_app)
         self._refreshed_at: datetime | None = None
         self._cache: OrderedDict[tuple[int, datetime, datetime], rollup.FactsTable] = OrderedDict()
         self._lock = threading.RLock()
@@ -101,8 +102,11 @@ class IndicatorService:
             except duckdb.IOException as exc:
                 log.warning("indicator snapshot file busy (%s); using an in-memory snapshot", exc)
         names = {c.code: c.name_zh for c in zz.catalogue.categories()}
-        return cls(zz.engine, tree=load_tree(tree_file), snapshot=snapshot or Snapshot(None), clock=zz.clock.now,
-                   tz=zz.settings.timezone, category_names=names)
+        service = cls(zz.engine, tree=load_tree(tree_file), snapshot=snapshot or Snapshot(None), clock=zz.clock.now,
+                      tz=zz.settings.timezone, category_names=names)
+        cipher = zz.sessions.kw.get("info", {}).get("cipher")
+        service.reveal = cipher.decrypt if cipher is not None else None
+        return service
 
     # ----- freshness ---------------------------------------------------------------------------
     def refresh(self, force: bool = False) -> RefreshStats | None:
@@ -112,7 +116,7 @@ class IndicatorService:
             if (not force and self._refreshed_at is not None
                     and (now - self._refreshed_at).total_seconds() < self.refresh_interval_s):
                 return None
-            stats = self.snapshot.refresh(self.engine)
+            stats = self.snapshot.refresh(self.engine, self.reveal)
             self._refreshed_at = now
             return stats
 

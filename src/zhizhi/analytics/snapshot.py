@@ -18,8 +18,10 @@ row also stamps it on rejection, which is not a closure).
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -133,9 +135,19 @@ class Snapshot:
         self.con.close()
 
     # ----- refresh -----------------------------------------------------------------------------
-    def refresh(self, engine: Engine) -> RefreshStats:
-        """Bring the snapshot up to date with the store (incrementally)."""
+    def refresh(self, engine: Engine, reveal: Callable[[str | None], str | None] | None = None) -> RefreshStats:
+        """Bring the snapshot up to date with the store (incrementally).
+
+        `reveal` decrypts a stored personal field (phones are encrypted at rest); the phone is
+        pseudonymised at once with a salted hash, so only that hash enters the snapshot.
+        """
+        self._reveal = reveal or (lambda v: v)
         with self.lock:
+            salt = self.meta("phone_salt")
+            if salt is None:
+                salt = secrets.token_hex(16)
+                self.set_meta("phone_salt", salt)
+            self._salt = bytes.fromhex(salt)
             reloaded = self._refresh_places(engine)
             events = self._refresh_events(engine)
             cases = self._refresh_cases(engine, remap=reloaded)
@@ -144,6 +156,13 @@ class Snapshot:
             if reloaded or events or cases or alarms:
                 self.set_meta("version", str(self.version + 1))
             return RefreshStats(cases, events, reloaded, alarms)
+
+    def _pseudonym(self, stored: str | None) -> str | None:
+        """A salted hash of the reporter's phone: enough to recognise repeats, not to recover the number."""
+        phone = self._reveal(stored) if stored else None
+        if not phone:
+            return None
+        return hashlib.blake2b(phone.encode("utf-8"), digest_size=12, key=self._salt).hexdigest()
 
     def cluster(self) -> int:
         """Rewrite the cases in (place, category) order, so the roll-up's grouping finds neighbours together.
@@ -297,7 +316,7 @@ class Snapshot:
             "id": np.array(ids, dtype=np.int64), "source": _obj(source), "state": _obj(state),
             "category": _obj(c or "" for c in cat), "department": _obj(dept),
             "level": np.array([-1 if v is None else v for v in level], dtype=np.int8),
-            "place_code": _obj(finest), "phone": _obj(phone),
+            "place_code": _obj(finest), "phone": _obj(self._pseudonym(p) for p in phone),
             "reported_at": _ts(reported), "dispatched_at": _ts(dispatched), "closed_at": _ts(closed),
             "due_at": _ts(due), "overdue_since": _ts(overdue_since),
             "satisfaction": np.array([0 if v is None else v for v in sat], dtype=np.int8),

@@ -14,7 +14,7 @@ from fastapi import FastAPI, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from zhizhi.adapters import audit_log
-from zhizhi.api.deps import SESSION_COOKIE, CurrentPrincipal, client_origin
+from zhizhi.api.deps import SESSION_COOKIE, CaseId, CurrentPrincipal, client_origin
 from zhizhi.domain.access import ROLE_ZH, require
 from zhizhi.service import accounts, records
 
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 
 
 RecordId = Annotated[int, Path(ge=1, le=2**63 - 1)]
-CaseId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 class LoginIn(BaseModel):

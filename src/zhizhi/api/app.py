@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy import text
 
@@ -22,7 +22,7 @@ from zhizhi import __version__
 from zhizhi.adapters import audit_log
 from zhizhi.adapters.repository import CaseFilter
 from zhizhi.api import problems
-from zhizhi.api.deps import CurrentPrincipal
+from zhizhi.api.deps import MAX_INT, CaseId, CurrentPrincipal
 from zhizhi.api.schemas import (
     CaseAction,
     CaseCreate,
@@ -302,11 +302,6 @@ def _action_label(action: str) -> str:
         return ACTION_ZH[Action(action)]
     except ValueError:
         return {"report": "上报", "overdue": "超期"}.get(action, action)
-
-
-MAX_INT = 2**63 - 1
-#: A case id path parameter: bounded so that no database integer overflows (answered 422, not 500).
-CaseId = Annotated[int, Path(ge=1, le=MAX_INT)]
 
 
 def _parsed(parse: Callable[[Any], Any], value: Any, name: str) -> Any:

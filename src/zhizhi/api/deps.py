@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Path, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from zhizhi.domain.access import Principal, Unauthenticated
@@ -26,6 +26,12 @@ PUBLIC_PATHS: set[str] = {"/", "/health", "/api/v1/auth/login"}
 
 _bearer = HTTPBearer(auto_error=False, description="token from POST /api/v1/auth/login")
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="an integration's API key")
+
+
+#: The largest id any table holds (a signed 64-bit integer); bigger ids answer 422, never a database error.
+MAX_INT = 2**63 - 1
+#: A case id path parameter.
+CaseId = Annotated[int, Path(ge=1, le=MAX_INT)]
 
 
 def declare_public(*paths: str) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Query
 from pydantic import BaseModel, Field
 
-from zhizhi.api.deps import CurrentPrincipal
+from zhizhi.api.deps import MAX_INT, CaseId, CurrentPrincipal
 from zhizhi.dispatch import service as ds
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ class TaskActionIn(BaseModel):
 
 
 class LinkIn(BaseModel):
-    into_case_id: int = Field(description="the open case this report duplicates")
+    into_case_id: int = Field(ge=1, le=MAX_INT, description="the open case this report duplicates")
 
 
 def install(app: FastAPI, zz: Zhizhi) -> None:
@@ -103,13 +103,13 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
 
     @app.get("/api/v1/cases/{case_id}/suggestions", response_model=SuggestionsOut,
              operation_id="case_suggestions", tags=["dispatch"])
-    def case_suggestions(case_id: int, principal: CurrentPrincipal) -> Any:
+    def case_suggestions(case_id: CaseId, principal: CurrentPrincipal) -> Any:
         """Category, department and level suggestions with calibrated confidence and the level's reasons."""
         return ds.suggestions(zz.ctx, case_id, principal)
 
     @app.post("/api/v1/cases/{case_id}/dispatch-decision", operation_id="case_dispatch_decision",
               tags=["dispatch"])
-    def case_dispatch_decision(case_id: int, body: DecisionIn, principal: CurrentPrincipal) -> Any:
+    def case_dispatch_decision(case_id: CaseId, body: DecisionIn, principal: CurrentPrincipal) -> Any:
         """Accept or override; the case is registered and dispatched and the choice kept for retraining."""
         case = run(ds.decide, case_id, ds.Decision(body.accept, body.category_code, body.department_code,
                                                    body.level, body.note), principal)
@@ -119,28 +119,28 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
                 "note": case.timeline[-1].note if case.timeline else ""}
 
     @app.post("/api/v1/cases/{case_id}/whistle", operation_id="case_whistle", tags=["dispatch"])
-    def case_whistle(case_id: int, body: WhistleIn, principal: CurrentPrincipal) -> Any:
+    def case_whistle(case_id: CaseId, body: WhistleIn, principal: CurrentPrincipal) -> Any:
         """吹哨: the case rises one level; each named department must report in with its own task."""
         return run(ds.whistle, case_id, ds.WhistleCall(tuple(body.departments), body.reason, body.tasks,
                                                        body.report_within_hours), principal)
 
     @app.get("/api/v1/cases/{case_id}/whistle", operation_id="case_whistle_status", tags=["dispatch"])
-    def case_whistle_status(case_id: int, principal: CurrentPrincipal) -> Any:
+    def case_whistle_status(case_id: CaseId, principal: CurrentPrincipal) -> Any:
         return ds.whistle_status(zz.ctx, case_id, principal)
 
     @app.post("/api/v1/cases/{case_id}/whistle/tasks/{department}", operation_id="case_whistle_task",
               tags=["dispatch"])
-    def case_whistle_task(case_id: int, department: str, body: TaskActionIn, principal: CurrentPrincipal) -> Any:
+    def case_whistle_task(case_id: CaseId, department: str, body: TaskActionIn, principal: CurrentPrincipal) -> Any:
         """报到 or 完成 for one called department; the last task done closes the case."""
         return run(ds.task_action, case_id, department, body.action, principal, due_at=body.due_at,
                    hours=body.hours, task=body.task, note=body.note)
 
     @app.get("/api/v1/cases/{case_id}/duplicates", operation_id="case_duplicates", tags=["dispatch"])
-    def case_duplicates(case_id: int, principal: CurrentPrincipal) -> Any:
+    def case_duplicates(case_id: CaseId, principal: CurrentPrincipal) -> Any:
         """Reports merged into this case (and the case this one was merged into, if any)."""
         return ds.duplicates_of(zz.ctx, case_id, principal)
 
     @app.post("/api/v1/cases/{case_id}/duplicate-of", operation_id="case_link_duplicate", tags=["dispatch"])
-    def case_link_duplicate(case_id: int, body: LinkIn, principal: CurrentPrincipal) -> Any:
+    def case_link_duplicate(case_id: CaseId, body: LinkIn, principal: CurrentPrincipal) -> Any:
         """A dispatcher merges this new report into an open case by hand."""
         return run(ds.link_manually, case_id, body.into_case_id, principal)

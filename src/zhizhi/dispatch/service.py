@@ -85,6 +85,7 @@ def queue(ctx: Any, principal: Principal, limit: int = 50, offset: int = 0) -> d
     facts = [facts_of(c, counts.get(c.id or 0, 0)) for c in page]
     all_sugg = advisor.suggest_many(facts) if facts else []
     items = [{"case_id": c.id, "title": c.title, "state": c.state.value, "reported_at": c.reported_at.isoformat(),
+              "source": c.source, "overdue": c.overdue_since is not None,
               "category_code": c.category_code, "district": c.location.district,
               "report_count": 1 + counts.get(c.id or 0, 0), "suggestions": [s.as_dict() for s in sugg]}
              for c, sugg in zip(page, all_sugg, strict=True)]

@@ -18,7 +18,9 @@ export async function render(el) {
     const queue = await optional("/api/v1/dispatch/queue", null);
     let items;
     if (queue) {
-      items = (Array.isArray(queue) ? queue : queue.items || []).map((q) => ({ c: q.case || q, suggestions: q.suggestions || [] }));
+      // The dispatch capability's queue entries name the case by `case_id`.
+      items = (Array.isArray(queue) ? queue : queue.items || []).map((q) => ({
+        c: q.case || { ...q, id: q.case_id ?? q.id }, suggestions: q.suggestions || [] }));
       el.querySelector("#q-source").textContent = t("queue.fromDispatch");
     } else {
       const res = await allCases("state=reported&state=registered", 1000);
@@ -37,7 +39,7 @@ export async function render(el) {
         <td>${esc(place || t("queue.noPlace"))}</td>
         <td>${s ? `${esc(store.byDept[s.department_code] ? localName(store.byDept[s.department_code]) : s.department_name || s.department_code)} · ${t(`level.${s.level}`)}
           ${s.confidence != null ? `<span class="muted small">(${Math.round(100 * s.confidence)}%)</span>` : ""}` : `<span class="muted">–</span>`}</td>
-        <td>${c.state === "registered" && s ? `<button class="btn small" data-dispatch="${c.id}" data-testid="dispatch-${c.id}"
+        <td>${(c.state === "registered" || (queue && c.state === "reported")) && s ? `<button class="btn small" data-dispatch="${c.id}" data-testid="dispatch-${c.id}"
           data-dept="${s.department_code}" data-level="${s.level}">${t("queue.dispatch")}</button>` : `<a class="btn small ghost" href="#/case/${c.id}">${t("queue.open")}</a>`}</td></tr>`;
     }).join("") || `<tr><td colspan="6" class="muted">${t("queue.empty")}</td></tr>`;
     body.querySelectorAll("[data-dispatch]").forEach((b) => b.addEventListener("click", () => dispatch(b, !!queue)));
