@@ -24,6 +24,12 @@ class Settings(BaseSettings):
     outbox_interval_s: float = Field(default=2.0, description="how often the outbox worker delivers")
     webhook_timeout_s: float = 5.0
     max_body_bytes: int = 1_000_000
+    sensing_file: Path | None = Field(default=None, description="scenes, device types and alarm rules (TOML)")
+    sensing_retention_days: int = Field(default=90, description="observations older than this are deleted")
+    sensing_tick_s: float = Field(default=30.0, description="how often offline rules and retention run in `serve`")
+    sensing_max_body_bytes: int = Field(default=64_000_000, description="limit for observation batches")
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
 
     def resolved_database_url(self) -> str:
         if self.database_url:
