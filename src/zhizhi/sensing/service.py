@@ -288,11 +288,11 @@ class SensingService:
         if n == 0:
             report.refused = len(cols.malformed)
             return report
-        if any(k not in self.index for k in set(cols.device) if type(k) is str) and \
-                time.monotonic() - self._loaded_at > 5:
-            self._refresh_new_devices()  # another process may have registered them
         with self.lock:
             dev = ing.lookup(cols.device, self.index)
+            if (dev == -1).any() and time.monotonic() - self._loaded_at > 5:
+                self._refresh_new_devices()  # another process may have registered them
+                dev = ing.lookup(cols.device, self.index)
             q = ing.lookup(cols.quantity, self.qindex)
             v, bad_v = ing.to_values(cols.value)
             t, bad_t = ing.to_times(cols.time, now_ms)

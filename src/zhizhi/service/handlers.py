@@ -204,7 +204,8 @@ def _dispatch_as_asked(case: Case, cmd: ReportCase, ctx: Context, now: datetime)
 
     A case that cannot be dispatched this way (no location, unknown department) stays reported
     and goes through the usual triage instead."""
-    if not (case.category_code and case.location.district and cmd.dispatch_department):
+    if not (ctx.auto_register and ctx.auto_dispatch and case.category_code and case.location.district
+            and cmd.dispatch_department):
         return
     try:
         ctx.catalogue.department(cmd.dispatch_department)
