@@ -151,3 +151,21 @@ def test_alarm_lifecycle_records_every_step() -> None:
     assert [type(e).__name__ for e in a.events] == ["AlarmRaised", "AlarmAcknowledged", "AlarmCleared"]
     with pytest.raises(IllegalAction):
         a.clear(t + timedelta(minutes=5))
+
+
+def test_raised_and_cleared_inside_one_batch_is_not_lost(engine: RuleEngine) -> None:
+    b = engine.add_device("bracelet", "elderly")
+    out = feed(engine, [(b, "fall", 0, 0), (b, "fall", 1, 1), (b, "fall", 2, 0)])
+    assert "elderly_fall" in out
+    tr = next(t for t in engine.evaluate(np.array([b]), np.array([engine.qindex["fall"]]),
+                                         np.array([T0 + 5 * MIN]), np.array([1.0])))
+    assert tr.raised.tolist() == [b]  # it was not left active by the flash
+
+
+def test_flash_transition_fields(engine: RuleEngine) -> None:
+    b = engine.add_device("throw_camera", "high_throw")
+    trs = engine.evaluate(np.array([b, b]), np.array([engine.qindex["throw_event"]] * 2),
+                          np.array([T0, T0 + MIN]), np.array([1.0, 0.0]))
+    (tr,) = trs
+    assert tr.flash.tolist() == [b] and tr.flash_t.tolist() == [T0] and tr.flash_clear_t.tolist() == [T0 + MIN]
+    assert tr.raised.size == 0 and tr.cleared.size == 0

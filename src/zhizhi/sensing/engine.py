@@ -7,14 +7,16 @@ of the current "condition holds" run for duration rules. A batch is sorted once 
 (device, quantity, time); each rule then works on its slice with array operations
 and group boundaries — no Python loop per reading.
 
-Within one batch each (device, rule) settles on its *last* raise-or-clear reading: a
-raise and a clear inside the same batch (typically under a second) collapse into the
-final state. The time of an alarm is the first reading that met the condition.
+Within one batch each (device, rule) settles on its *last* raise-or-clear reading. An
+alarm raised and cleared inside one batch (a fall, a thrown object) is reported as a
+"flash": raised and cleared, both on record. A clear and re-raise of an active alarm
+inside one batch collapses into a repeat. The time of an alarm is the first reading
+that met the condition.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -40,10 +42,15 @@ class Transitions:
     repeated: np.ndarray
     repeated_t: np.ndarray
     repeated_v: np.ndarray
+    #: raised and cleared again inside the batch (a fall, a thrown object): both steps are recorded
+    flash: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    flash_t: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    flash_v: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.float64))
+    flash_clear_t: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
     @property
     def empty(self) -> bool:
-        return not (self.raised.size or self.cleared.size or self.repeated.size)
+        return not (self.raised.size or self.cleared.size or self.repeated.size or self.flash.size)
 
 
 def _cmp(values: np.ndarray, limits: np.ndarray | float, op: str) -> np.ndarray:
@@ -273,10 +280,14 @@ class RuleEngine:
         fu, fu_dev = ui[firsts], du[firsts]
         raised_dev = fd[raised_m]
         at = fu[np.searchsorted(fu_dev, raised_dev)] if raised_dev.size else np.empty(0, dtype=np.int64)
+        flash_m = ~now_up & ~before & np.isin(fd, fu_dev)
+        flash_dev = fd[flash_m]
+        fat = fu[np.searchsorted(fu_dev, flash_dev)] if flash_dev.size else np.empty(0, dtype=np.int64)
         return Transitions(
             r, raised_dev, t[at], v[at],
             fd[cleared_m], t[fin[cleared_m]], v[fin[cleared_m]],
             fd[repeated_m], t[fin[repeated_m]], v[fin[repeated_m]],
+            flash_dev, t[fat], v[fat], t[fin[flash_m]],
         )
 
 

@@ -376,17 +376,18 @@ class SensingService:
         if not transitions:
             return []
         new: list[tuple[int, int, Alarm]] = []
+        flashes: list[tuple[Alarm, datetime]] = []
         changed: list[Alarm] = []
         cleared: list[Alarm] = []
         for tr in transitions:
             rule = self.engine.rules[tr.rule]
             for di, t, v in zip(tr.raised.tolist(), tr.raised_t.tolist(), tr.raised_v.tolist(), strict=True):
-                d = self.devices[di]
-                at = ing.ms_to_dt(int(t))
-                alarm = Alarm(id=None, device_id=d.id or 0, device_code=d.code, rule_code=rule.code, scene=rule.scene,
-                              severity=rule.severity, raised_at=at, value=_num(v), message=rule.message,
-                              grid_code=d.place_code, lon=d.lon, lat=d.lat, reading_at=at)
-                new.append((di, tr.rule, alarm))
+                new.append((di, tr.rule, self._new_alarm(di, rule, t, v)))
+            for di, t, v, ct in zip(tr.flash.tolist(), tr.flash_t.tolist(), tr.flash_v.tolist(),
+                                    tr.flash_clear_t.tolist(), strict=True):
+                alarm = self._new_alarm(di, rule, t, v)
+                new.append((-1, tr.rule, alarm))  # -1: not kept active
+                flashes.append((alarm, ing.ms_to_dt(int(ct))))
             for di, t, v in zip(tr.repeated.tolist(), tr.repeated_t.tolist(), tr.repeated_v.tolist(), strict=True):
                 alarm = self.active.get((di, tr.rule))
                 if alarm is not None:
@@ -405,8 +406,13 @@ class SensingService:
             for (di, ri, alarm), row in zip(new, rows, strict=True):
                 alarm.id = row.id
                 alarm.raised()
-                self.active[(di, ri)] = alarm
                 self.by_id[row.id] = alarm
+                if di >= 0:
+                    self.active[(di, ri)] = alarm
+            for alarm, at in flashes:
+                alarm.clear(at, note="条件在同一批读数内恢复 / back to normal within the same batch")
+                s.execute(update(AlarmRow).where(AlarmRow.id == alarm.id)
+                          .values(state=alarm.state.value, cleared_at=alarm.cleared_at))
             for alarm in changed:
                 s.execute(update(AlarmRow).where(AlarmRow.id == alarm.id)
                           .values(count=alarm.count, last_at=alarm.last_at, value=alarm.value))
@@ -415,7 +421,11 @@ class SensingService:
                           .values(state=alarm.state.value, cleared_at=alarm.cleared_at, count=alarm.count))
                 self.by_id.pop(alarm.id or 0, None)
             steps = []
-            for alarm in [a for _, _, a in new] + cleared:
+            for alarm in [a for _, _, a in new]:
+                steps.extend(_step_row(alarm.id or 0, st) for st in alarm.steps)
+                events.extend(alarm.events)
+                alarm.events.clear()
+            for alarm in cleared:
                 steps.extend(_step_row(alarm.id or 0, st) for st in alarm.steps[-1:])
                 events.extend(alarm.events)
                 alarm.events.clear()
@@ -426,9 +436,19 @@ class SensingService:
             self.timings.append(Timing(alarm.id or 0, ing.dt_to_ms(alarm.reading_at or alarm.raised_at), done))
         return events
 
+    def _new_alarm(self, di: int, rule: Any, t: int, v: float) -> Alarm:
+        d = self.devices[di]
+        at = ing.ms_to_dt(int(t))
+        return Alarm(id=None, device_id=d.id or 0, device_code=d.code, rule_code=rule.code, scene=rule.scene,
+                     severity=rule.severity, raised_at=at, value=_num(v), message=rule.message,
+                     grid_code=d.place_code, lon=d.lon, lat=d.lat, reading_at=at)
+
     def _publish(self, events: list[Any]) -> None:
+        # Under the service lock: the bus's unit of work is one object shared by its handlers, so two
+        # consumer threads must not run alarm → case at the same time.
         if events and self.bus is not None:
-            self.bus.publish(events)
+            with self.lock:
+                self.bus.publish(events)
 
     def tick(self, now: datetime | None = None) -> dict[str, int]:
         """The periodic job: offline rules, last-seen written back, retention."""
@@ -555,6 +575,9 @@ class SensingService:
 
     def note_cleared(self, event: AlarmCleared) -> None:
         """Bus handler: an alarm that clears while its case is open is noted on the case's timeline."""
+        done = self.by_id.get(event.alarm_id)
+        if done is not None and not done.active:
+            self.by_id.pop(event.alarm_id, None)
         with self.sessions() as s:
             case_id = s.scalar(select(AlarmRow.case_id).where(AlarmRow.id == event.alarm_id))
         if case_id is None:
