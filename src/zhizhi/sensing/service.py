@@ -154,15 +154,21 @@ class SensingService:
         now = self.ctx.clock.now()
         out: list[Device | DomainError] = []
         fresh: list[Device] = []
-        for d in devices:
+        devices = list(devices)
+        grids, districts = self._locate_many(devices)
+        seen: set[str] = set()
+        for d, grid, district in zip(devices, grids, districts, strict=True):
             try:
                 validate_device(d, self.catalogue.device_types, self.catalogue.scenes)
-                if d.code in self.index or any(f.code == d.code for f in fresh):
+                if d.code in self.index or d.code in seen:
                     raise ValidationFailed(f"设备 {d.code} 已存在 / device already registered", field="code")
-                loc = self.ctx.gazetteer.locate_point(d.lon, d.lat)
-                d.place_code = loc.grid or loc.finest
-                d.district_code = loc.district
+                if grid is None:  # the one-point locator gives the reason (outside the city: nearest district)
+                    loc = self.ctx.gazetteer.locate_point(d.lon, d.lat)
+                    grid, district = loc.grid or loc.finest, loc.district
+                d.place_code = grid
+                d.district_code = district
                 d.registered_at = d.registered_at or now
+                seen.add(d.code)
                 fresh.append(d)
                 out.append(d)
             except DomainError as exc:
@@ -194,6 +200,17 @@ class SensingService:
             for dev_id, q, sid in ds_ids:
                 self.ds[pos[dev_id], self.qindex[q]] = sid
         return out
+
+    def _locate_many(self, devices: list[Device]) -> tuple[list[str | None], list[str | None]]:
+        """All devices located with one vectorised look-up where the gazetteer offers it."""
+        many = getattr(self.ctx.gazetteer, "locate_many", None)
+        if many is None or not devices:
+            return [None] * len(devices), [None] * len(devices)
+        ok = [(-180 <= d.lon <= 180 and -90 <= d.lat <= 90) for d in devices]
+        res = many(np.array([d.lon if k else 0.0 for d, k in zip(devices, ok, strict=True)]),
+                   np.array([d.lat if k else 0.0 for d, k in zip(devices, ok, strict=True)]))
+        grids = [g if k else None for g, k in zip(res.codes("grid").tolist(), ok, strict=True)]
+        return grids, [x if g else None for x, g in zip(res.codes("district").tolist(), grids, strict=True)]
 
     def import_csv(self, path: Path) -> tuple[int, list[tuple[int, str]]]:
         """code,type,scene,lon,lat[,model,name,department_code,status] — returns (registered, [(row, error)])."""

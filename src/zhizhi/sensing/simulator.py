@@ -99,3 +99,25 @@ class Simulator:
                     batch = []
         if batch:
             yield batch
+
+
+def make_devices_in_city(gazetteer: Any, n: int, seed: int = 7, prefix: str = "SIM") -> list[Device]:
+    """n devices at random grids of the loaded city (a point inside each chosen grid)."""
+    hierarchy = gazetteer.hierarchy
+    rng = np.random.default_rng(seed)
+    grids = hierarchy.level_geometries("grid")
+    if len(grids) == 0:
+        raise ValueError("no grids loaded: run `zhizhi init` first")
+    picks = rng.integers(0, len(grids), n)
+    points: dict[int, tuple[float, float]] = {}
+    for g in set(picks.tolist()):
+        p = grids[g].representative_point()
+        points[g] = (p.x, p.y)
+    scenes = list(SCENE_TYPES)
+    out = []
+    for i, g in enumerate(picks.tolist()):
+        scene = scenes[i % len(scenes)]
+        x, y = points[g]
+        out.append(Device(code=f"{prefix}-{i:07d}", type=SCENE_TYPES[scene], scene=scene, lon=x, lat=y,
+                          model="sim-1"))
+    return out
