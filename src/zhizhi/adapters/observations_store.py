@@ -49,6 +49,8 @@ class ObservationStore:
                 self._pg_insert(raw, ds, t, v)
             else:
                 cur = raw.cursor()
+                # A larger page cache for this connection: a batch touches many datastreams' pages.
+                cur.execute("PRAGMA cache_size=-131072")
                 cur.executemany(
                     "INSERT INTO sensing_observations (datastream_id, phenomenon_time, result) VALUES (?, ?, ?) "
                     "ON CONFLICT DO NOTHING",

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from zhizhi.adapters.observations_store import ObservationStore
 from zhizhi.adapters.orm_sensing import AlarmRow, AlarmStepRow, DatastreamRow, DeviceRow
@@ -176,23 +176,23 @@ class SensingService:
         if not fresh:
             return out
         with self.lock, self.sessions() as s:
-            rows = [DeviceRow(code=d.code, name=d.name or d.code, type=d.type, model=d.model, scene=d.scene,
-                              place_code=d.place_code, district_code=d.district_code, lon=d.lon, lat=d.lat,
-                              department_code=d.department_code, status=d.status.value, last_seen=None,
-                              registered_at=d.registered_at, rule_overrides=d.rule_overrides, properties={})
-                    for d in fresh]
-            s.add_all(rows)
-            s.flush()
+            # Bulk INSERT … RETURNING (batched by SQLAlchemy on both backends): 100,000 devices in seconds.
+            ids = s.execute(insert(DeviceRow).returning(DeviceRow.id, sort_by_parameter_order=True), [
+                {"code": d.code, "name": d.name or d.code, "type": d.type, "model": d.model, "scene": d.scene,
+                 "place_code": d.place_code, "district_code": d.district_code, "lon": d.lon, "lat": d.lat,
+                 "department_code": d.department_code, "status": d.status.value, "last_seen": None,
+                 "registered_at": d.registered_at, "rule_overrides": d.rule_overrides, "properties": {}}
+                for d in fresh]).scalars().all()
             streams = []
-            for d, row in zip(fresh, rows, strict=True):
-                d.id = row.id
+            for d, dev_id in zip(fresh, ids, strict=True):
+                d.id = int(dev_id)
                 for q in self.catalogue.device_types[d.type].quantities:
                     quantity = self.catalogue.quantities[q]
-                    streams.append(DatastreamRow(device_id=row.id, quantity=q, name=f"{d.code}/{q}",
-                                                 description=quantity.name_zh, unit=quantity.unit, properties={}))
-            s.add_all(streams)
-            s.flush()
-            ds_ids = [(st.device_id, st.quantity, st.id) for st in streams]
+                    streams.append({"device_id": d.id, "quantity": q, "name": f"{d.code}/{q}",
+                                    "description": quantity.name_zh, "unit": quantity.unit, "properties": {}})
+            sids = s.execute(insert(DatastreamRow).returning(DatastreamRow.id, sort_by_parameter_order=True),
+                             streams).scalars().all()
+            ds_ids = [(st["device_id"], st["quantity"], int(sid)) for st, sid in zip(streams, sids, strict=True)]
             s.commit()
             n0 = len(self.devices)
             self._append(fresh)
