@@ -216,7 +216,7 @@ def run_backend(backend: str, url: str, args: argparse.Namespace, tmp: Path) -> 
         consumer = Consumer(zz.sensing, group=f"bench{int(time.time())}", max_messages=50)
         consumer.start()
         consumer.ready.wait(10)
-        m = args.mqtt_readings or n
+        m = args.mqtt_readings
         ready_pub, done = ctx.Event(), ctx.Event()
         pub = ctx.Process(target=_publisher, args=(codes, m, mqtt_hot, ready_pub, done))
         pub.start()
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--readings", type=int, default=1_000_000)
     ap.add_argument("--devices", type=int, default=100_000)
     ap.add_argument("--incidents", type=int, default=100, help="devices that cross the methane limit per path")
-    ap.add_argument("--mqtt-readings", type=int, default=0, help="readings for the MQTT path (default: --readings)")
+    ap.add_argument("--mqtt-readings", type=int, default=500_000, help="readings for the MQTT path")
     ap.add_argument("--only", choices=["sqlite", "postgresql"])
     ap.add_argument("--pg", help="PostgreSQL server URL")
     ap.add_argument("--no-mqtt", action="store_true")
