@@ -200,3 +200,12 @@ def test_retention_and_device_retirement(client: TestClient, app: Any) -> None:
     assert client.delete("/api/v1/devices/W1").json()["status"] == "inactive"
     rep = post(client, [{"device": "W1", "quantity": "water_level", "value": 1.0, "time": at(app, 1)}])
     assert rep["errors"][0]["reason"] == "device-inactive"
+
+
+def test_late_readings_are_stored_but_do_not_raise(client: TestClient, app: Any) -> None:
+    devices(client, ("M1", "methane_detector", "septic_tank", 106.55, 29.55))
+    post(client, [{"device": "M1", "quantity": "methane", "value": 2.0, "time": at(app, 1)}])
+    rep = post(client, [{"device": "M1", "quantity": "methane", "value": 40.0, "time": at(app, 5)}])
+    assert rep["accepted"] == 1 and rep["alarms_raised"] == []
+    assert client.get("/api/v1/alarms").json()["total"] == 0
+    assert app.sensing.store.count() == 2

@@ -351,6 +351,9 @@ class SensingService:
             # Store first: a reading is acknowledged only once it is committed.
             self.store.insert(self.ds[dev[keep], q[keep]], t[keep], v[keep])
             report.accepted = int(keep.size)
+            # Late readings (older than the latest value already held) are stored but do not move the
+            # rules: an old high value must not raise an alarm that is no longer true.
+            keep = keep[t[keep] >= self.engine.latest_t[dev[keep], q[keep]]]
             transitions = self.engine.evaluate(dev[keep], q[keep], t[keep], v[keep])
             events = self._apply(transitions, now)
         bad = np.flatnonzero(reason)
