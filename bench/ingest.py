@@ -116,8 +116,9 @@ def loop_baseline(codes: list[str], bodies: list[bytes], path: Path) -> tuple[in
     return stored, elapsed
 
 
-def _publisher(codes: list[str], n: int, hot: list[int], ready: Any, done: Any) -> None:
-    """Sends n readings in messages of MQTT_MSG, timestamps taken when each message is built."""
+def _publisher(codes: list[str], n: int, hot: list[int], ready: Any, done: Any, rate: float = 0.0) -> None:
+    """Sends n readings in messages of MQTT_MSG, timestamps taken when each message is built;
+    at `rate` readings/s when given (latency at a sustained load), else as fast as it can."""
     import orjson
     import paho.mqtt.client as mqtt
 
@@ -131,7 +132,12 @@ def _publisher(codes: list[str], n: int, hot: list[int], ready: Any, done: Any) 
     d = len(codes)
     hotset = set(hot)
     infos = []
+    began = time.perf_counter()
     for start in range(0, n, MQTT_MSG):
+        if rate:
+            ahead = start / rate - (time.perf_counter() - began)
+            if ahead > 0:
+                time.sleep(ahead)
         t = now_ms()
         items = []
         for j in range(start, min(start + MQTT_MSG, n)):
@@ -218,7 +224,7 @@ def run_backend(backend: str, url: str, args: argparse.Namespace, tmp: Path) -> 
         consumer.ready.wait(10)
         m = args.mqtt_readings
         ready_pub, done = ctx.Event(), ctx.Event()
-        pub = ctx.Process(target=_publisher, args=(codes, m, mqtt_hot, ready_pub, done))
+        pub = ctx.Process(target=_publisher, args=(codes, m, mqtt_hot, ready_pub, done, args.mqtt_rate))
         pub.start()
         time.sleep(2.0)  # publisher connected
         start = time.perf_counter()
@@ -231,7 +237,8 @@ def run_backend(backend: str, url: str, args: argparse.Namespace, tmp: Path) -> 
         consumer.stop()
         pub.join()
         got = consumer.stats.accepted
-        emit(f"ingest.{backend}.mqtt_1proc", got / elapsed, "readings/s")
+        label = f"mqtt_paced_{int(args.mqtt_rate)}" if args.mqtt_rate else "mqtt_1proc"
+        emit(f"ingest.{backend}.{label}", got / elapsed, "readings/s")
         emit(f"ingest.{backend}.mqtt_lost", m - got - consumer.stats.refused, "readings")
         emit(f"ingest.{backend}.mqtt_refused", consumer.stats.refused, "readings")
         tm = list(zz.sensing.timings)
@@ -252,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--devices", type=int, default=100_000)
     ap.add_argument("--incidents", type=int, default=100, help="devices that cross the methane limit per path")
     ap.add_argument("--mqtt-readings", type=int, default=500_000, help="readings for the MQTT path")
+    ap.add_argument("--mqtt-rate", type=float, default=0.0,
+                    help="publish at this many readings/s (latency at a sustained load; 0 = flood)")
     ap.add_argument("--only", choices=["sqlite", "postgresql"])
     ap.add_argument("--pg", help="PostgreSQL server URL")
     ap.add_argument("--no-mqtt", action="store_true")
