@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/report_dispatch.py
 	$(BIN)/python bench/import_hotline.py
 	$(BIN)/python bench/live.py
+	$(BIN)/python bench/ingest.py
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

@@ -44,6 +44,14 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         return self.dispatch_models_dir or self.data_dir / "models"
 
+    # Perception and early warning (zhizhi.sensing; docs/sensing.md)
+    sensing_file: Path | None = Field(default=None, description="scenes, device types and alarm rules (TOML)")
+    sensing_retention_days: int = Field(default=90, description="observations older than this are deleted")
+    sensing_tick_s: float = Field(default=30.0, description="how often offline rules and retention run in `serve`")
+    sensing_max_body_bytes: int = Field(default=64_000_000, description="limit for observation batches")
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url

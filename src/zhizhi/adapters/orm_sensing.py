@@ -1,5 +1,105 @@
-"""Tables for perception: devices, observations, alarm rules and alarms."""
+"""Tables for perception: devices, their datastreams, observations, alarms and alarm steps.
+
+Observations are the one big table. Its primary key *is* the (datastream, time)
+index (a WITHOUT ROWID table on SQLite, so there is a single B-tree to write), time
+is an integer of epoch milliseconds (cheap to bulk-write and to compare), and the
+key doubles as the duplicate check.
+"""
 
 from __future__ import annotations
 
-from zhizhi.adapters.orm import Base  # noqa: F401
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from zhizhi.adapters.orm import Base, BigId, UtcDateTime
+
+
+class DeviceRow(Base):
+    __tablename__ = "sensing_devices"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    type: Mapped[str] = mapped_column(String(64), index=True)
+    model: Mapped[str] = mapped_column(String(100), default="")
+    scene: Mapped[str] = mapped_column(String(64), index=True)
+    place_code: Mapped[str | None] = mapped_column(String(32), index=True)  # the grid
+    district_code: Mapped[str | None] = mapped_column(String(32))
+    lon: Mapped[float] = mapped_column(Float)
+    lat: Mapped[float] = mapped_column(Float)
+    department_code: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    last_seen: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    registered_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    rule_overrides: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    properties: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class DatastreamRow(Base):
+    """One measured quantity of one device (a SensorThings Datastream)."""
+
+    __tablename__ = "sensing_datastreams"
+    __table_args__ = (UniqueConstraint("device_id", "quantity", name="uq_sensing_datastreams"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("sensing_devices.id", ondelete="CASCADE"), index=True)
+    quantity: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    unit: Mapped[str] = mapped_column(String(32), default="")
+    properties: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ObservationRow(Base):
+    __tablename__ = "sensing_observations"
+    __table_args__: ClassVar[dict[str, Any]] = {"sqlite_with_rowid": False}
+
+    datastream_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    phenomenon_time: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)  # epoch ms
+    result: Mapped[float] = mapped_column(Float)
+
+
+class AlarmRow(Base):
+    __tablename__ = "sensing_alarms"
+    __table_args__ = (
+        Index("ix_sensing_alarms_active", "device_id", "rule_code", "state"),
+        Index("ix_sensing_alarms_raised_at", "raised_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    device_code: Mapped[str] = mapped_column(String(64))
+    rule_code: Mapped[str] = mapped_column(String(64))
+    scene: Mapped[str] = mapped_column(String(64), index=True)
+    severity: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    raised_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    reading_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(100))
+    cleared_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    grid_code: Mapped[str | None] = mapped_column(String(32), index=True)
+    lon: Mapped[float | None] = mapped_column(Float)
+    lat: Mapped[float | None] = mapped_column(Float)
+    case_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    value: Mapped[float | None] = mapped_column(Float)
+    count: Mapped[int] = mapped_column(Integer, default=1)
+    message: Mapped[str] = mapped_column(Text, default="")
+
+
+class AlarmStepRow(Base):
+    """Every step of an alarm, append-only."""
+
+    __tablename__ = "sensing_alarm_steps"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    alarm_id: Mapped[int] = mapped_column(ForeignKey("sensing_alarms.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    action: Mapped[str] = mapped_column(String(16))
+    by: Mapped[str] = mapped_column(String(100))
+    note: Mapped[str] = mapped_column(Text, default="")
+    value: Mapped[float | None] = mapped_column(Float)

@@ -62,6 +62,8 @@ def create_app(zz: Zhizhi, *, background_jobs: bool = False) -> FastAPI:
             tasks.append(asyncio.create_task(_every(zz.settings.overdue_interval_s,
                                                     lambda: zz.handle(CheckOverdue()))))
             tasks.append(asyncio.create_task(_every(zz.settings.outbox_interval_s, zz.outbox.deliver_pending)))
+            if zz.sensing is not None:
+                tasks.append(asyncio.create_task(_every(zz.settings.sensing_tick_s, zz.sensing.tick)))
         yield
         for t in tasks:
             t.cancel()
@@ -74,7 +76,8 @@ def create_app(zz: Zhizhi, *, background_jobs: bool = False) -> FastAPI:
     )
     app.state.zz = zz
     problems.install(app)
-    _limit_body(app, zz.settings.max_body_bytes)
+    _limit_body(app, zz.settings.max_body_bytes, {"/api/v1/observations": zz.settings.sensing_max_body_bytes,
+                                                  "/sta/v1.1/CreateObservations": zz.settings.sensing_max_body_bytes})
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
@@ -342,11 +345,12 @@ def _safe(fn: Callable[[], Any]) -> Any:
         return None
 
 
-def _limit_body(app: FastAPI, max_bytes: int) -> None:
-    """Refuse bodies over the limit before reading them (413 problem+json)."""
+def _limit_body(app: FastAPI, default_max_bytes: int, per_path: dict[str, int] | None = None) -> None:
+    """Refuse bodies over the limit before reading them (413 problem+json); bulk paths get their own limit."""
 
     @app.middleware("http")
     async def limit(request: Request, call_next: Callable[..., Any]) -> Response:
+        max_bytes = (per_path or {}).get(request.url.path, default_max_bytes)
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > max_bytes:
             return problems.problem(413, "请求体过大 / Payload too large",

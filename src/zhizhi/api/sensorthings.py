@@ -1,14 +1,521 @@
-"""The OGC SensorThings API v1.1 at /sta/v1.1."""
+"""The OGC SensorThings API v1.1 at /sta/v1.1, over the same device and observation tables.
+
+Mapping: a device is a Thing (its position is its Location, its registration its HistoricalLocation, its
+position also the FeatureOfInterest of its observations); a device type is a Sensor; a quantity an
+ObservedProperty; one quantity of one device a Datastream; a stored reading an Observation, with the id
+'<datastream>-<epoch ms>'. Query options: $filter, $expand (nested, with options), $select, $orderby, $top,
+$skip, $count; paging with @iot.nextLink. Creating: Things (deep insert of Locations; the Datastreams follow
+from the device type), Observations, and the dataArray extension at /CreateObservations — readings go through
+the same validated ingest as every other path. PATCH and DELETE on Things (DELETE retires the device).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from zhizhi.api.deps import CurrentPrincipal
+from zhizhi.domain.devices import Device
+from zhizhi.domain.errors import DomainError, NotFound, ValidationFailed
+from zhizhi.sensing.odata import compile_filter, order
 
 if TYPE_CHECKING:
     from zhizhi.service.bootstrap import Zhizhi
 
+ROOT = "/sta/v1.1"
+SETS = ("Things", "Locations", "HistoricalLocations", "Datastreams", "Sensors", "ObservedProperties",
+        "Observations", "FeaturesOfInterest")
+#: navigation property → (target set, is a collection)
+NAV: dict[str, dict[str, tuple[str, bool]]] = {
+    "Things": {"Locations": ("Locations", True), "HistoricalLocations": ("HistoricalLocations", True),
+               "Datastreams": ("Datastreams", True)},
+    "Locations": {"Things": ("Things", True), "HistoricalLocations": ("HistoricalLocations", True)},
+    "HistoricalLocations": {"Thing": ("Things", False), "Locations": ("Locations", True)},
+    "Datastreams": {"Thing": ("Things", False), "Sensor": ("Sensors", False),
+                    "ObservedProperty": ("ObservedProperties", False), "Observations": ("Observations", True)},
+    "Sensors": {"Datastreams": ("Datastreams", True)},
+    "ObservedProperties": {"Datastreams": ("Datastreams", True)},
+    "Observations": {"Datastream": ("Datastreams", False), "FeatureOfInterest": ("FeaturesOfInterest", False)},
+    "FeaturesOfInterest": {"Observations": ("Observations", True)},
+}
+MAX_TOP = 1000
+OBS_SCAN = 10_000  # top-level /Observations reads at most this many recent rows before filtering
+
+
+class Sta:
+    """Builds entity dicts from the sensing service and answers queries on them."""
+
+    def __init__(self, zz: Zhizhi, base: str) -> None:
+        self.s = zz.sensing
+        self.base = base.rstrip("/") + ROOT
+        self.types = list(self.s.catalogue.device_types)
+        self.quantities = list(self.s.catalogue.quantities)
+
+    # ---------------------------------------------------------------- entities
+    def _links(self, es: str, key: Any, body: dict[str, Any]) -> dict[str, Any]:
+        ident = f"'{key}'" if isinstance(key, str) else key
+        self_link = f"{self.base}/{es}({ident})"
+        out = {"@iot.id": key, "@iot.selfLink": self_link, **body}
+        for nav in NAV[es]:
+            out[f"{nav}@iot.navigationLink"] = f"{self_link}/{nav}"
+        return out
+
+    def thing(self, d: Device) -> dict[str, Any]:
+        return self._links("Things", d.id, {"name": d.code, "description": d.name or d.type, "properties": {
+            "type": d.type, "scene": d.scene, "model": d.model, "place_code": d.place_code,
+            "district_code": d.district_code, "department_code": d.department_code, "status": d.status.value}})
+
+    def location(self, d: Device) -> dict[str, Any]:
+        return self._links("Locations", d.id, {"name": f"{d.code} location", "description": d.place_code or "",
+                                               "encodingType": "application/geo+json",
+                                               "location": {"type": "Point", "coordinates": [d.lon, d.lat]}})
+
+    def historical(self, d: Device) -> dict[str, Any]:
+        return self._links("HistoricalLocations", d.id,
+                           {"time": d.registered_at.isoformat() if d.registered_at else None})
+
+    def feature(self, d: Device) -> dict[str, Any]:
+        return self._links("FeaturesOfInterest", d.id, {"name": d.code, "description": d.place_code or "",
+                                                        "encodingType": "application/geo+json",
+                                                        "feature": {"type": "Point", "coordinates": [d.lon, d.lat]}})
+
+    def sensor(self, i: int) -> dict[str, Any]:
+        t = self.s.catalogue.device_types[self.types[i]]
+        return self._links("Sensors", i + 1, {"name": t.code, "description": t.name_zh, "encodingType": "text/plain",
+                                              "metadata": ",".join(t.quantities)})
+
+    def observed_property(self, i: int) -> dict[str, Any]:
+        q = self.s.catalogue.quantities[self.quantities[i]]
+        return self._links("ObservedProperties", i + 1, {"name": q.code, "description": q.name_zh,
+                                                         "definition": f"urn:zhizhi:quantity:{q.code}"})
+
+    def datastream(self, sid: int, di: int, q: str) -> dict[str, Any]:
+        qu = self.s.catalogue.quantities[q]
+        d = self.s.devices[di]
+        return self._links("Datastreams", sid, {
+            "name": f"{d.code}/{q}", "description": qu.name_zh,
+            "unitOfMeasurement": {"name": qu.unit, "symbol": qu.unit, "definition": f"urn:zhizhi:unit:{qu.unit}"},
+            "observationType": "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_Measurement"})
+
+    def observation(self, sid: int, t: int, v: float) -> dict[str, Any]:
+        from zhizhi.sensing.ingest import ms_to_dt
+
+        iso = ms_to_dt(t).isoformat().replace("+00:00", "Z")
+        return self._links("Observations", f"{sid}-{t}", {"phenomenonTime": iso, "resultTime": iso, "result": v})
+
+    # ---------------------------------------------------------------- access
+    def _device_by_id(self, key: Any) -> tuple[int, Device]:
+        for i, d in enumerate(self.s.devices):
+            if d.id == _int(key):
+                return i, d
+        raise NotFound(f"实体不存在 / no entity with id {key}")
+
+    def _streams(self) -> list[tuple[int, int, str]]:
+        rows = []
+        for di, row in enumerate(self.s.ds.tolist()):
+            for qi, sid in enumerate(row):
+                if sid >= 0:
+                    rows.append((sid, di, self.s.engine.quantities[qi]))
+        return rows
+
+    def _stream(self, key: Any) -> tuple[int, int, str]:
+        sid = _int(key)
+        for st in self._streams():
+            if st[0] == sid:
+                return st
+        raise NotFound(f"Datastream {key} 不存在 / not found")
+
+    def collection(self, es: str) -> list[dict[str, Any]]:
+        devs = self.s.devices
+        if es == "Things":
+            return [self.thing(d) for d in devs]
+        if es == "Locations":
+            return [self.location(d) for d in devs]
+        if es == "HistoricalLocations":
+            return [self.historical(d) for d in devs]
+        if es == "FeaturesOfInterest":
+            return [self.feature(d) for d in devs]
+        if es == "Sensors":
+            return [self.sensor(i) for i in range(len(self.types))]
+        if es == "ObservedProperties":
+            return [self.observed_property(i) for i in range(len(self.quantities))]
+        if es == "Datastreams":
+            return [self.datastream(*st) for st in self._streams()]
+        if es == "Observations":
+            with self.s.db.connect() as conn:
+                rows = conn.exec_driver_sql(
+                    "SELECT datastream_id, phenomenon_time, result FROM sensing_observations "
+                    f"ORDER BY phenomenon_time DESC LIMIT {OBS_SCAN}").fetchall()
+            return [self.observation(int(a), int(b), float(c)) for a, b, c in rows]
+        raise NotFound(f"未知实体集 {es} / unknown entity set")
+
+    def one(self, es: str, key: Any) -> dict[str, Any]:
+        if es in ("Things", "Locations", "HistoricalLocations", "FeaturesOfInterest"):
+            _, d = self._device_by_id(key)
+            return {"Things": self.thing, "Locations": self.location, "HistoricalLocations": self.historical,
+                    "FeaturesOfInterest": self.feature}[es](d)
+        if es in ("Sensors", "ObservedProperties"):
+            i = _int(key) - 1
+            n = len(self.types) if es == "Sensors" else len(self.quantities)
+            if not 0 <= i < n:
+                raise NotFound(f"实体不存在 / no entity with id {key}")
+            return self.sensor(i) if es == "Sensors" else self.observed_property(i)
+        if es == "Datastreams":
+            return self.datastream(*self._stream(key))
+        if es == "Observations":
+            sid, t = _obs_key(key)
+            rows = self.s.store.series(sid, t, t, limit=1)
+            if not rows:
+                raise NotFound(f"Observation {key} 不存在 / not found")
+            return self.observation(sid, rows[0][0], rows[0][1])
+        raise NotFound(f"未知实体集 {es} / unknown entity set")
+
+    def related(self, es: str, key: Any, nav: str) -> list[dict[str, Any]] | dict[str, Any]:
+        """The entities a navigation property leads to."""
+        if nav not in NAV.get(es, {}):
+            raise NotFound(f"{es} 没有导航属性 {nav} / no navigation property {nav}")
+        target, many = NAV[es][nav]
+        if es in ("Things", "Locations", "HistoricalLocations", "FeaturesOfInterest"):
+            di, d = self._device_by_id(key)
+            if target == "Datastreams":
+                out: list[dict[str, Any]] = [self.datastream(*st) for st in self._streams() if st[1] == di]
+            elif target == "Observations":
+                out = []
+                for sid, sdi, _ in self._streams():
+                    if sdi == di:
+                        out.extend(self.observation(sid, t, v) for t, v in self.s.store.series(sid, limit=MAX_TOP))
+            else:
+                out = [self.one(target, d.id)]
+        elif es == "Datastreams":
+            sid, di, q = self._stream(key)
+            if target == "Observations":
+                out = [self.observation(sid, t, v) for t, v in self.s.store.series(sid, limit=OBS_SCAN)]
+            elif target == "Things":
+                out = [self.thing(self.s.devices[di])]
+            elif target == "Sensors":
+                out = [self.sensor(self.types.index(self.s.devices[di].type))]
+            else:
+                out = [self.observed_property(self.quantities.index(q))]
+        elif es in ("Sensors", "ObservedProperties"):
+            i = _int(key) - 1
+            if es == "Sensors":
+                out = [self.datastream(*st) for st in self._streams() if self.s.devices[st[1]].type == self.types[i]]
+            else:
+                out = [self.datastream(*st) for st in self._streams() if st[2] == self.quantities[i]]
+        else:  # Observations
+            sid, _ = _obs_key(key)
+            _, di, _ = self._stream(sid)
+            out = [self.datastream(*self._stream(sid))] if target == "Datastreams" else \
+                [self.feature(self.s.devices[di])]
+        return out if many else out[0]
+
+    # ---------------------------------------------------------------- query options
+    def query(self, es: str, items: list[dict[str, Any]], opts: dict[str, str], url: str) -> dict[str, Any]:
+        if "$filter" in opts:
+            pred = compile_filter(opts["$filter"])
+            items = [e for e in items if pred(e)]
+        if "$orderby" in opts:
+            items = order(items, opts["$orderby"])
+        total = len(items)
+        top = min(_int(opts.get("$top", 100)), MAX_TOP)
+        skip = _int(opts.get("$skip", 0))
+        page = items[skip:skip + top]
+        page = [self.shape(es, e, opts) for e in page]
+        out: dict[str, Any] = {}
+        if opts.get("$count", "false").lower() == "true":
+            out["@iot.count"] = total
+        if skip + top < total and url:
+            nxt = {**opts, "$skip": str(skip + top), "$top": str(top)}
+            out["@iot.nextLink"] = f"{url}?{urlencode(nxt)}"
+        out["value"] = page
+        return out
+
+    def shape(self, es: str, entity: dict[str, Any], opts: dict[str, str]) -> dict[str, Any]:
+        e = dict(entity)
+        if "$expand" in opts:
+            for nav, sub in parse_expand(opts["$expand"]):
+                head, _, rest = nav.partition("/")
+                if head not in NAV[es]:
+                    raise ValidationFailed(f"$expand: {es} 没有 {head} / no navigation property {head}")
+                if rest:
+                    sub = {**{}, "$expand": rest + (f"({_opts_text(sub)})" if sub else "")}
+                target, many = NAV[es][head]
+                rel = self.related(es, e["@iot.id"], head)
+                if many:
+                    assert isinstance(rel, list)
+                    res = self.query(target, rel, sub, "")
+                    e[head] = res["value"]
+                    if "@iot.count" in res:
+                        e[f"{head}@iot.count"] = res["@iot.count"]
+                else:
+                    assert isinstance(rel, dict)
+                    e[head] = self.shape(target, rel, sub)
+        if "$select" in opts:
+            keep = {k.strip() for k in opts["$select"].split(",") if k.strip()}
+            keep = {"@iot.id" if k == "id" else "@iot.selfLink" if k == "selfLink" else k for k in keep}
+            e = {k: v for k, v in e.items() if k in keep or k.split("@")[0] in keep
+                 or (k.split("@")[0] in NAV[es] and k.split("@")[0] in e and "@iot.nav" not in k)}
+        return e
+
+
+def parse_expand(text: str) -> list[tuple[str, dict[str, str]]]:
+    """'Datastreams($top=2;$expand=Observations($top=1)),Locations' → [(nav, {options}), …]."""
+    out: list[tuple[str, dict[str, str]]] = []
+    for part in _split(text, ","):
+        part = part.strip()
+        if "(" in part and part.endswith(")"):
+            nav, inner = part[:part.index("(")], part[part.index("(") + 1:-1]
+            opts = {}
+            for o in _split(inner, ";"):
+                k, _, v = o.partition("=")
+                opts[k.strip()] = v.strip()
+            out.append((nav.strip(), opts))
+        elif part:
+            out.append((part, {}))
+    return out
+
+
+def _split(text: str, sep: str) -> list[str]:
+    parts, depth, cur, quote = [], 0, "", False
+    for ch in text:
+        if ch == "'":
+            quote = not quote
+        if not quote:
+            depth += ch == "("
+            depth -= ch == ")"
+        if ch == sep and depth == 0 and not quote:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return parts
+
+
+def _opts_text(opts: dict[str, str]) -> str:
+    return ";".join(f"{k}={v}" for k, v in opts.items())
+
+
+def _int(v: Any) -> int:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        raise ValidationFailed(f"应为整数 / not an integer: {v!r}") from None
+
+
+def _obs_key(key: Any) -> tuple[int, int]:
+    try:
+        a, b = str(key).split("-", 1)
+        return int(a), int(b)
+    except ValueError:
+        raise NotFound(f"Observation {key} 不存在 / not found") from None
+
+
+def _parse_path(path: str) -> list[tuple[str, Any]]:
+    """'Things(1)/Datastreams' → [('Things', 1), ('Datastreams', None)]."""
+    out: list[tuple[str, Any]] = []
+    for seg in [p for p in path.split("/") if p]:
+        if "(" in seg and seg.endswith(")"):
+            name, raw = seg[:seg.index("(")], seg[seg.index("(") + 1:-1]
+            key: Any = raw[1:-1] if raw.startswith("'") else _int(raw)
+            out.append((name, key))
+        else:
+            out.append((seg, None))
+    return out
+
 
 def install(app: FastAPI, zz: Zhizhi) -> None:
     """Add this capability's routes to the app."""
+    if zz.sensing is None:
+        return
+
+    def sta(request: Request) -> Sta:
+        return Sta(zz, str(request.base_url))
+
+    @app.get(ROOT, operation_id="sta_root", tags=["sensorthings"])
+    def root(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
+        base = str(request.base_url).rstrip("/") + ROOT
+        return {"value": [{"name": s, "url": f"{base}/{s}"} for s in SETS],
+                "serverSettings": {"conformance": [
+                    "http://www.opengis.net/spec/iot_sensing/1.1/req/datamodel",
+                    "http://www.opengis.net/spec/iot_sensing/1.1/req/resource-path/resource-path-to-entities",
+                    "http://www.opengis.net/spec/iot_sensing/1.1/req/request-data",
+                    "http://www.opengis.net/spec/iot_sensing/1.1/req/create-update-delete",
+                    "http://www.opengis.net/spec/iot_sensing/1.1/req/data-array/data-array"]}}
+
+    @app.post(f"{ROOT}/CreateObservations", operation_id="sta_create_observations", tags=["sensorthings"],
+              status_code=201)
+    async def create_observations(request: Request, principal: CurrentPrincipal) -> JSONResponse:
+        import asyncio
+
+        body = await request.json()
+        return JSONResponse(await asyncio.to_thread(_data_array, sta(request), body), status_code=201)
+
+    @app.get(ROOT + "/{path:path}", operation_id="sta_get", tags=["sensorthings"])
+    def get(path: str, request: Request, principal: CurrentPrincipal) -> Any:
+        api = sta(request)
+        segs = _parse_path(path)
+        opts = {k: v for k, v in request.query_params.items() if k.startswith("$")}
+        value_only = bool(segs) and segs[-1][0] == "$value"
+        if value_only:
+            segs = segs[:-1]
+        es, key = segs[0]
+        if es not in SETS:
+            raise NotFound(f"未知实体集 {es} / unknown entity set")
+        cur_set = es
+        node: Any = api.one(es, key) if key is not None else None
+        for nav, nkey in segs[1:]:
+            if node is None:
+                raise NotFound("路径无效 / invalid path")
+            if nav in NAV[cur_set]:
+                target, _ = NAV[cur_set][nav]
+                node = api.related(cur_set, node["@iot.id"], nav)
+                cur_set = target
+                if nkey is not None and isinstance(node, list):
+                    node = next((n for n in node if str(n["@iot.id"]) == str(nkey)), None)
+                    if node is None:
+                        raise NotFound("实体不存在 / not found")
+            elif isinstance(node, dict) and nav in node:  # a property, e.g. Things(1)/name
+                return {nav: node[nav]} if not value_only else Response(str(node[nav]), media_type="text/plain")
+            else:
+                raise NotFound(f"{cur_set} 没有 {nav} / no property or navigation {nav}")
+        url = str(request.url).split("?")[0]
+        if node is None:
+            return api.query(es, api.collection(es), opts, url)
+        if isinstance(node, list):
+            return api.query(cur_set, node, opts, url)
+        return api.shape(cur_set, node, opts)
+
+    @app.post(ROOT + "/{path:path}", operation_id="sta_create", tags=["sensorthings"], status_code=201)
+    async def create(path: str, request: Request, principal: CurrentPrincipal) -> JSONResponse:
+        import asyncio
+
+        body = await request.json()
+        api = sta(request)
+        segs = _parse_path(path)
+        if segs == [("Things", None)]:
+            entity = await asyncio.to_thread(_create_thing, api, body)
+        elif segs[-1] == ("Observations", None) and (len(segs) == 1 or segs[0][0] == "Datastreams"):
+            if len(segs) == 2:
+                body = {**body, "Datastream": {"@iot.id": segs[0][1]}}
+            entity = await asyncio.to_thread(_create_observation, api, body)
+        else:
+            return JSONResponse({"type": "about:blank", "title": "Not implemented", "status": 501,
+                                 "detail": f"创建 {path} 尚不支持 / creating {path} is not supported: Things and "
+                                           "Observations can be created"}, status_code=501,
+                                media_type="application/problem+json")
+        return JSONResponse(entity, status_code=201, headers={"Location": entity["@iot.selfLink"]})
+
+    @app.patch(ROOT + "/{path:path}", operation_id="sta_update", tags=["sensorthings"])
+    async def patch(path: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
+        body = await request.json()
+        api = sta(request)
+        segs = _parse_path(path)
+        if len(segs) != 1 or segs[0][0] != "Things" or segs[0][1] is None:
+            raise ValidationFailed("只能更新 Things / only Things can be updated")
+        _, d = api._device_by_id(segs[0][1])
+        props = body.get("properties") or {}
+        zz.sensing.update_device(d.code, name=body.get("description"), status=props.get("status"),
+                                 department_code=props.get("department_code"), model=props.get("model"),
+                                 rule_overrides=props.get("rule_overrides"))
+        return api.thing(zz.sensing.device(d.code))
+
+    @app.delete(ROOT + "/{path:path}", operation_id="sta_delete", tags=["sensorthings"])
+    def delete(path: str, request: Request, principal: CurrentPrincipal) -> Response:
+        api = sta(request)
+        segs = _parse_path(path)
+        if len(segs) != 1 or segs[0][0] != "Things" or segs[0][1] is None:
+            raise ValidationFailed("只能删除（停用）Things / only Things can be deleted (retired)")
+        _, d = api._device_by_id(segs[0][1])
+        zz.sensing.delete_device(d.code)
+        return Response(status_code=200)
+
+
+def _create_thing(api: Sta, body: dict[str, Any]) -> dict[str, Any]:
+    props = body.get("properties") or {}
+    locs = body.get("Locations") or []
+    try:
+        lon, lat = locs[0]["location"]["coordinates"][:2]
+    except (IndexError, KeyError, TypeError):
+        raise ValidationFailed("Thing 需要一个 Point 位置 / a Thing needs one Location with a GeoJSON Point") from None
+    device = Device(code=str(body.get("name", "")), type=str(props.get("type", "")), scene=str(props.get("scene", "")),
+                    lon=float(lon), lat=float(lat), model=str(props.get("model", "")),
+                    name=str(body.get("description", "")), department_code=props.get("department_code"))
+    (result,) = api.s.register([device])
+    if isinstance(result, DomainError):
+        raise result
+    return api.thing(result)
+
+
+def _reading(api: Sta, sid: int, time: Any, result: Any) -> dict[str, Any]:
+    _, di, q = api._stream(sid)
+    return {"device": api.s.devices[di].code, "quantity": q, "value": result, "time": _sta_time(time)}
+
+
+def _sta_time(value: Any) -> Any:
+    return value.split("/")[0] if isinstance(value, str) else value
+
+
+def _create_observation(api: Sta, body: dict[str, Any]) -> dict[str, Any]:
+    ds = (body.get("Datastream") or {}).get("@iot.id")
+    if ds is None:
+        raise ValidationFailed("Observation 需要 Datastream / an Observation needs its Datastream")
+    from zhizhi.sensing.ingest import dt_to_ms
+
+    reading = _reading(api, _int(ds), body.get("phenomenonTime"), body.get("result"))
+    if reading["time"] is None:
+        reading["time"] = dt_to_ms(api.s.ctx.clock.now())
+    report = api.s.ingest([reading])
+    if report.accepted != 1:
+        e = report.errors[0] if report.errors else {"reason": "refused", "detail": ""}
+        raise ValidationFailed(f"读数被拒绝 / observation refused: {e['reason']} {e.get('detail', '')}",
+                               reason=e["reason"])
+    from zhizhi.sensing.ingest import _parse_iso
+
+    t = reading["time"] if isinstance(reading["time"], int) else _parse_iso(reading["time"])
+    return api.observation(_int(ds), int(t), float(reading["value"]))
+
+
+def _data_array(api: Sta, body: list[dict[str, Any]]) -> list[str]:
+    """The dataArray extension: one answer per row, a selfLink or 'error'."""
+    from zhizhi.sensing.ingest import _parse_iso
+
+    if not isinstance(body, list):
+        raise ValidationFailed("CreateObservations 需要数组 / the body must be an array")
+    readings: list[dict[str, Any]] = []
+    meta: list[tuple[int, Any] | None] = []
+    for block in body:
+        sid = _int((block.get("Datastream") or {}).get("@iot.id"))
+        comps: list[str] = block.get("components") or []
+        ti = comps.index("phenomenonTime") if "phenomenonTime" in comps else None
+        ri = comps.index("result") if "result" in comps else None
+        for row in block.get("dataArray") or []:
+            try:
+                if ri is None:
+                    raise ValueError
+                r = _reading(api, sid, row[ti] if ti is not None else None, row[ri])
+                readings.append(r)
+                meta.append((sid, r["time"]))
+            except (ValueError, IndexError, TypeError, DomainError):
+                meta.append(None)
+    report = api.s.ingest(readings)
+    refused = {e["index"] for e in report.errors}
+    out: list[str] = []
+    k = 0
+    for m in meta:
+        if m is None:
+            out.append("error")
+            continue
+        if k in refused:
+            out.append("error")
+        else:
+            sid, t = m
+            ms = t if isinstance(t, int) else _parse_iso(t)
+            out.append(f"{api.base}/Observations('{sid}-{ms}')")
+        k += 1
+    return out
+
+

@@ -398,6 +398,11 @@ class Case:
         self.category_code = category_code
         self._move(now, actor, Action.CATEGORISE, self.state, note, data={"category": category_code, **(data or {})})
 
+    def add_note(self, now: datetime, actor: Actor, note: str, data: dict[str, Any] | None = None) -> None:
+        """A timeline entry that changes nothing (e.g. "the alarm cleared before dispatch")."""
+        _require_text(note, "备注不能为空 / a note needs text")
+        self._record(now, actor, "note", self.state, self.state, note, data=data or {})
+
     def mark_overdue(self, now: datetime) -> bool:
         """Called by the periodic job: records one `overdue` entry per missed deadline."""
         if not self.is_overdue(now) or self.overdue_since is not None:

@@ -44,6 +44,7 @@ class Zhizhi:
     bus: MessageBus
     ctx: handlers.Context
     outbox: OutboxWorker
+    sensing: Any = None  # zhizhi.sensing.service.SensingService
 
     def handle(self, command: Any) -> Any:
         return self.bus.handle(command)
@@ -95,7 +96,21 @@ def bootstrap(settings: Settings | None = None, *, gazetteer: Gazetteer | None =
     )
     outbox = OutboxWorker(sessions, clock.now, log_file=settings.data_dir / "notifications.jsonl",
                           timeout_s=settings.webhook_timeout_s)
-    return Zhizhi(settings, engine, sessions, catalogue, calendar, gazetteer, clock, bus, ctx, outbox)
+    zz = Zhizhi(settings, engine, sessions, catalogue, calendar, gazetteer, clock, bus, ctx, outbox)
+    _wire_sensing(zz)
+    return zz
+
+
+def _wire_sensing(zz: Zhizhi) -> None:
+    """Perception: the sensing service, and its alarm events on the bus (raised → case, cleared → note)."""
+    from zhizhi.domain.alarms import AlarmCleared, AlarmRaised
+    from zhizhi.sensing.catalogue import load_sensing_catalogue
+    from zhizhi.sensing.service import SensingService
+
+    zz.sensing = SensingService(zz.engine, zz.sessions, load_sensing_catalogue(zz.settings.sensing_file), zz.ctx,
+                                zz.bus, retention_days=zz.settings.sensing_retention_days)
+    zz.bus.batch_handlers[AlarmRaised] = zz.sensing.open_cases
+    zz.bus.event_handlers.setdefault(AlarmCleared, []).append(zz.sensing.note_cleared)
 
 
 def load_gazetteer(engine: Engine, cache_dir: Path | None = None) -> Gazetteer:

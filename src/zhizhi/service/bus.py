@@ -48,6 +48,11 @@ class MessageBus:
         self._drain()
         return result
 
+    def publish(self, events: list[Event]) -> None:
+        """Run the handlers of events committed outside a unit of work (alarms stored in bulk)."""
+        self.uow._pending_events.extend(events)
+        self._drain()
+
     def _drain(self) -> None:
         queue: list[Event] = list(self.uow.collect_new_events())
         while queue:

@@ -32,6 +32,11 @@ class ReportCase(Command):
     reported_at: datetime | None = None
     actor: Actor | None = None
     principal: Principal | None = None  # who reports through an entry point; audited. None = trusted caller
+    # Set by a source that already knows who handles it (a sensing scene's policy): the case is
+    # registered and dispatched to this department at this level at once, due in deadline_minutes.
+    dispatch_department: str | None = None
+    dispatch_level: str | None = None
+    deadline_minutes: int | None = None
 
 
 @dataclass(frozen=True)

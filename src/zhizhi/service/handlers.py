@@ -191,6 +191,8 @@ def _store_reports(reports: list[_ValidReport], ctx: Context) -> list[ReportResu
             if r.cmd.principal is not None:
                 audit_log.append(uow.session, r.cmd.principal, "case.report", f"case:{case.id}",
                                  {"source": r.source, "source_id": r.cmd.source_id}, at=now)
+            if r.cmd.dispatch_department:
+                _dispatch_as_asked(case, r.cmd, ctx, now)
         uow.commit()
         created: set[tuple[str, str]] = set()
         for key in plan:
@@ -205,6 +207,29 @@ def _store_reports(reports: list[_ValidReport], ctx: Context) -> list[ReportResu
                 case_id, state = known[key]
                 results.append(ReportResult(case_id, False, state))
     return results
+
+
+def _dispatch_as_asked(case: Case, cmd: ReportCase, ctx: Context, now: datetime) -> None:
+    """Register and dispatch where the source's policy says (e.g. a sensing scene), due in its minutes.
+
+    A case that cannot be dispatched this way (no location, unknown department) stays reported
+    and goes through the usual triage instead."""
+    if not (ctx.auto_register and ctx.auto_dispatch and case.category_code and case.location.district
+            and cmd.dispatch_department):
+        return
+    try:
+        ctx.catalogue.department(cmd.dispatch_department)
+        level = _parse_level(cmd.dispatch_level) if cmd.dispatch_level else Level.STREET
+        due = now + timedelta(minutes=cmd.deadline_minutes) if cmd.deadline_minutes else \
+            ctx.due(case.category_code, "handle", now)
+        case.register(now, SYSTEM, due, "按场景策略自动立案 / registered by the scene policy")
+        department = ctx.catalogue.department(cmd.dispatch_department)
+        case.dispatch(now, SYSTEM, cmd.dispatch_department, level, due,
+                      f"按感知场景策略派遣至{department.name_zh}，限时 {cmd.deadline_minutes} 分钟",
+                      reason={"by": "scene_policy", "deadline_minutes": cmd.deadline_minutes})
+        case.events[:] = [e for e in case.events if not isinstance(e, ev.CaseRegistered)]
+    except Exception as exc:  # unknown department or level: leave it to triage
+        log.warning("case %s not dispatched by policy: %s", case.id, exc)
 
 
 def act_on_case(cmd: ActOnCase, ctx: Context) -> Case:
