@@ -284,3 +284,23 @@ def test_reports_whose_follow_up_never_ran_are_recovered(app) -> None:
     app.clock.fixed = later
     assert app.handle(CheckOverdue(now=later))["recovered"] == 1
     assert get(app, cid).state is CaseState.DISPATCHED
+
+
+def test_handlers_on_many_threads_keep_their_own_transactions(app) -> None:  # type: ignore[no-untyped-def]
+    """The server runs handlers on a thread pool over one wired unit of work: no thread may see another's session."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def work(worker: int) -> list[int]:
+        ids = []
+        for i in range(8):
+            res = report(app, f"thread-{worker}-{i}")
+            case = get(app, res.case_id)
+            assert case.source_id == f"thread-{worker}-{i}"
+            ids.append(res.case_id)
+        return ids
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        ids = [i for part in pool.map(work, range(6)) for i in part]
+    assert len(set(ids)) == 48
+    with app.uow() as uow:
+        assert sum(uow.cases.count_by_state().values()) == 48

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, Self
@@ -13,11 +14,20 @@ from zhizhi.adapters.repository import CaseRepository
 from zhizhi.domain import events as ev
 
 
-class UnitOfWork:
-    """`with uow: ...; uow.commit()` — the only way handlers touch storage."""
+class _ThreadState(threading.local):
+    """What one thread's transaction holds. The server runs handlers on a thread pool and the MQTT
+    consumer on its own threads, while one `UnitOfWork` object is wired into every handler: its
+    session, repository and pending events must therefore belong to the calling thread."""
 
-    cases: CaseRepository
-    session: Session
+    def __init__(self) -> None:
+        self.session: Session | None = None
+        self.cases: CaseRepository | None = None
+        self.pending_events: list[ev.Event] = []
+        self.outboxed: dict[int, int] = {}
+
+
+class UnitOfWork:
+    """`with uow: ...; uow.commit()` — the only way handlers touch storage (one transaction per thread)."""
 
     def __init__(self, session_factory: sessionmaker[Session],
                  outbox_router: Callable[[ev.Event], list[dict[str, Any]]] | None = None,
@@ -25,12 +35,33 @@ class UnitOfWork:
         self._session_factory = session_factory
         self._outbox_router = outbox_router
         self._clock = clock
-        self._pending_events: list[ev.Event] = []
-        self._outboxed: dict[int, int] = {}
+        self._state = _ThreadState()
+
+    @property
+    def session(self) -> Session:
+        assert self._state.session is not None, "use the unit of work inside `with uow:`"
+        return self._state.session
+
+    @property
+    def cases(self) -> CaseRepository:
+        assert self._state.cases is not None, "use the unit of work inside `with uow:`"
+        return self._state.cases
+
+    @property
+    def _pending_events(self) -> list[ev.Event]:
+        return self._state.pending_events
+
+    @property
+    def _outboxed(self) -> dict[int, int]:
+        return self._state.outboxed
+
+    @_outboxed.setter
+    def _outboxed(self, value: dict[int, int]) -> None:
+        self._state.outboxed = value
 
     def __enter__(self) -> Self:
-        self.session = self._session_factory()
-        self.cases = CaseRepository(self.session)
+        self._state.session = self._session_factory()
+        self._state.cases = CaseRepository(self._state.session)
         self._outboxed = {}
         return self
 
