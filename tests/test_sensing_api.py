@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+from conftest import login_headers
 from fastapi.testclient import TestClient
 
 from zhizhi.api.app import create_app
@@ -17,6 +18,7 @@ from zhizhi.api.app import create_app
 @pytest.fixture
 def client(app: Any) -> Iterator[TestClient]:
     with TestClient(create_app(app)) as c:
+        c.headers.update(login_headers(c, app))
         yield c
 
 
@@ -156,6 +158,7 @@ def test_alarm_lifecycle_over_the_api(client: TestClient, app: Any) -> None:
 def test_alarm_cleared_before_dispatch_is_noted_on_the_case(app: Any) -> None:
     app.ctx.auto_dispatch = False  # a dispatcher decides: the case waits in the queue
     with TestClient(create_app(app)) as client:
+        client.headers.update(login_headers(client, app))
         devices(client, ("T1", "throw_camera", "high_throw", 106.58, 29.51))
         post(client, [{"device": "T1", "quantity": "throw_event", "value": 1, "time": at(app, 2)}])
         alarm = client.get("/api/v1/alarms").json()["items"][0]
@@ -183,6 +186,7 @@ def test_minor_alarms_open_no_case_and_offline_tick(client: TestClient, app: Any
 def test_state_survives_a_restart(app: Any) -> None:
     """Active alarms are reloaded: a repeat after restart updates the same alarm."""
     with TestClient(create_app(app)) as client:
+        client.headers.update(login_headers(client, app))
         devices(client, ("M1", "methane_detector", "septic_tank", 106.55, 29.55))
         post(client, [{"device": "M1", "quantity": "methane", "value": 30.0, "time": at(app, 2)}])
     app.sensing.load()

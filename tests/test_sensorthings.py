@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from conftest import login_headers
 from fastapi.testclient import TestClient
 
 from zhizhi.api.app import create_app
@@ -17,6 +18,7 @@ STA = "/sta/v1.1"
 @pytest.fixture
 def client(app: Any) -> Iterator[TestClient]:
     with TestClient(create_app(app)) as c:
+        c.headers.update(login_headers(c, app))
         r = c.post(f"{STA}/Things", json={
             "name": "M1", "description": "化粪池1号",
             "properties": {"type": "methane_detector", "scene": "septic_tank"},

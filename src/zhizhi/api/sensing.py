@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from zhizhi.api.deps import CurrentPrincipal
+from zhizhi.api.deps import MAX_INT, CurrentPrincipal
 from zhizhi.domain.alarms import Alarm
 from zhizhi.domain.devices import Device, DeviceStatus
 from zhizhi.domain.errors import DomainError, ValidationFailed
@@ -65,6 +65,10 @@ def alarm_out(a: Alarm) -> dict[str, Any]:
             "case_id": a.case_id, "value": a.value, "count": a.count, "message": a.message,
             "steps": [{"at": iso(s.at), "action": s.action, "by": s.by, "note": s.note, "value": s.value}
                       for s in a.steps]}
+
+
+#: Bounded so that no database integer overflows (422, not a server error).
+AlarmId = Annotated[int, Path(ge=1, le=MAX_INT)]
 
 
 def install(app: FastAPI, zz: Zhizhi) -> None:
@@ -159,17 +163,17 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
         return {"total": total, "offset": offset, "limit": limit, "items": [alarm_out(a) for a in items]}
 
     @app.get("/api/v1/alarms/{alarm_id}", operation_id="get_alarm", tags=["sensing"])
-    def get_alarm(alarm_id: int, principal: CurrentPrincipal) -> dict[str, Any]:
+    def get_alarm(alarm_id: AlarmId, principal: CurrentPrincipal) -> dict[str, Any]:
         return alarm_out(sensing.alarm(alarm_id))
 
     @app.post("/api/v1/alarms/{alarm_id}/acknowledge", operation_id="acknowledge_alarm", tags=["sensing"])
-    def acknowledge_alarm(alarm_id: int, principal: CurrentPrincipal,
+    def acknowledge_alarm(alarm_id: AlarmId, principal: CurrentPrincipal,
                           body: AlarmStepIn | None = None) -> dict[str, Any]:
         sensing.acknowledge(alarm_id, principal.username, body.note if body else "")
         return alarm_out(sensing.alarm(alarm_id))
 
     @app.post("/api/v1/alarms/{alarm_id}/clear", operation_id="clear_alarm", tags=["sensing"])
-    def clear_alarm(alarm_id: int, principal: CurrentPrincipal, body: AlarmStepIn | None = None) -> dict[str, Any]:
+    def clear_alarm(alarm_id: AlarmId, principal: CurrentPrincipal, body: AlarmStepIn | None = None) -> dict[str, Any]:
         sensing.clear(alarm_id, principal.username, body.note if body else "")
         return alarm_out(sensing.alarm(alarm_id))
 

@@ -351,7 +351,7 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
     async def create_observations(request: Request, principal: CurrentPrincipal) -> JSONResponse:
         import asyncio
 
-        body = await request.json()
+        body = await _json_body(request)
         return JSONResponse(await asyncio.to_thread(_data_array, sta(request), body), status_code=201)
 
     @app.get(ROOT + "/{path:path}", operation_id="sta_get", tags=["sensorthings"])
@@ -393,7 +393,7 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
     async def create(path: str, request: Request, principal: CurrentPrincipal) -> JSONResponse:
         import asyncio
 
-        body = await request.json()
+        body = await _json_body(request)
         api = sta(request)
         segs = _parse_path(path)
         if segs == [("Things", None)]:
@@ -411,7 +411,7 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
 
     @app.patch(ROOT + "/{path:path}", operation_id="sta_update", tags=["sensorthings"])
     async def patch(path: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
-        body = await request.json()
+        body = await _json_body(request)
         api = sta(request)
         segs = _parse_path(path)
         if len(segs) != 1 or segs[0][0] != "Things" or segs[0][1] is None:
@@ -519,3 +519,11 @@ def _data_array(api: Sta, body: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+async def _json_body(request: Request) -> Any:
+    """The request's JSON, or a clear 400 problem when it is not JSON (never a server error)."""
+    import json
+
+    try:
+        return json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationFailed(f"请求体不是合法的 JSON / the body is not valid JSON: {exc}") from None
