@@ -25,7 +25,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -34,6 +33,7 @@ from fastapi.responses import FileResponse, RedirectResponse, Response, Streamin
 from fastapi.staticfiles import StaticFiles
 
 from zhizhi.api.deps import CurrentPrincipal, declare_public
+from zhizhi.api.problems import jsonable
 from zhizhi.domain.access import Principal
 from zhizhi.domain.errors import NotFound, ValidationFailed
 
@@ -162,7 +162,7 @@ class LiveHub:
         out = []
         for e in events:
             name = type(e).__name__
-            payload = {"type": name, **{k: _jsonable(v) for k, v in _fields(e).items()}}
+            payload = {"type": name, **{k: jsonable(v) for k, v in _fields(e).items()}}
             if name.startswith("Case"):
                 payload["case"] = summaries.get(int(getattr(e, "case_id", 0) or 0))
                 out.append(("case", json.dumps(payload, ensure_ascii=False)))
@@ -218,18 +218,6 @@ def _fields(event: Any) -> dict[str, Any]:
     if dataclasses.is_dataclass(event):
         return {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
     return dict(getattr(event, "__dict__", {}))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return str(value)
 
 
 def visible_to(principal: Principal, kind: str, data: str) -> bool:

@@ -9,6 +9,7 @@ problem that says so without leaking internals.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -53,7 +54,7 @@ def install(app: FastAPI) -> None:
     async def _domain(request: Request, exc: DomainError) -> JSONResponse:
         status, title = next(((s, t) for cls, (s, t) in _STATUS.items() if isinstance(exc, cls)),
                              (400, "请求无法处理 / Request refused"))
-        details = {k: _jsonable(v) for k, v in exc.details.items()}
+        details = {k: jsonable(v) for k, v in exc.details.items()}
         resp = problem(status, title, exc.message, exc.code, request.url.path, **details)
         if status == 401:
             resp.headers["WWW-Authenticate"] = 'Bearer realm="zhizhi"'
@@ -102,11 +103,14 @@ def install(app: FastAPI) -> None:
                        request.url.path)
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """Plain JSON values from domain data (datetimes in ISO 8601, anything unknown as text)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     return str(value)
