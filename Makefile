@@ -41,6 +41,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/import_hotline.py
 	$(BIN)/python bench/live.py
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/dispatch.py
+	$(BIN)/python bench/access.py
+	$(BIN)/python bench/indicators.py
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache
