@@ -6,6 +6,8 @@ import asyncio
 import json
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -93,7 +95,8 @@ def test_hub_costs_nothing_without_screens(app: Any) -> None:
     hub = LiveHub(app)
     app.bus.listen(hub.publish)
     app.handle(report("n-1"))
-    assert hub._inbox.empty() and hub.since(0) == []
+    assert hub._feed is None and not hub._wake.is_set() and hub.since(0) == []
+    assert hub._thread is None, "no thread reads the store while nobody watches"
 
 
 def test_hub_keeps_events_for_a_screen_that_reconnects(app: Any) -> None:
@@ -129,6 +132,56 @@ def test_screens_see_only_events_in_their_scope() -> None:
     assert visible_to(dept, "case", case), "the department's own case, wherever it is"
     assert visible_to(city, "alarm", alarm) and visible_to(other, "alarm", alarm)
     assert not visible_to(street, "alarm", alarm)
+
+
+ANOTHER_PROCESS = """
+import sys
+from datetime import UTC, datetime
+from zhizhi.config import Settings
+from zhizhi.service.bootstrap import bootstrap
+from zhizhi.service.commands import ReportCase
+from zhizhi.domain.devices import Device
+
+zz = bootstrap(Settings(database_url=sys.argv[1], data_dir=sys.argv[2], dispatch_merge_duplicates=False))
+zz.handle(ReportCase(source="hotline", source_id="other-1", title="另一进程上报的积水", category_code="C0101",
+                     lon=106.56, lat=29.56))
+out = zz.sensing.register([Device(code="M-other", type="methane_detector", scene="septic_tank",
+                                  lon=106.55, lat=29.55)])
+assert not isinstance(out[0], Exception), out
+rep = zz.sensing.ingest([{"device": "M-other", "quantity": "methane", "value": 30.0,
+                          "time": datetime.now(UTC).isoformat()}])
+assert rep.alarms_raised, rep
+"""
+
+
+def test_changes_made_by_another_process_reach_open_screens(app: Any, tmp_path: Path) -> None:
+    """The MQTT consumer, a CLI import or a second worker write in processes whose bus the server never sees."""
+    hub = LiveHub(app, poll_s=0.1)
+    app.bus.listen(hub.publish)
+
+    async def scenario() -> list[dict[str, Any]]:
+        q = hub.subscribe()
+        done = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-c", ANOTHER_PROCESS, app.settings.database_url,
+                             str(tmp_path / "other-var")], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+        got: list[dict[str, Any]] = []
+        while not ({"CaseReported", "AlarmRaised"} <= {m["type"] for m in got}):
+            _, kind, data = await asyncio.wait_for(q.get(), timeout=10)
+            got.append({"kind": kind, **json.loads(data)})
+        hub.unsubscribe(q)
+        return got
+
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            got = pool.submit(asyncio.run, scenario()).result(timeout=180)
+    finally:
+        hub.close()
+    reported = next(m for m in got if m["type"] == "CaseReported")
+    assert reported["kind"] == "case" and reported["case"]["title"] == "另一进程上报的积水"
+    raised = next(m for m in got if m["type"] == "AlarmRaised")
+    assert raised["kind"] == "alarm" and raised["device_code"] == "M-other" and raised["scene"] == "septic_tank"
+    assert raised["grid_code"] in raised["area_codes"] and "500000" in raised["area_codes"]
 
 
 def _free_port() -> int:
@@ -193,7 +246,8 @@ def test_stream_delivers_new_cases_over_http_and_replays_after_reconnect(server:
     t.join(15)
     assert not t.is_alive(), "no event arrived"
     kinds = [(e["event"], json.loads(e["data"])["type"]) for e in got]
-    assert ("case", "CaseReported") in kinds and ("case", "CaseChanged") in kinds
+    assert kinds[0] == ("case", "CaseReported") and ("case", "CaseRegistered") in kinds, kinds
+    assert [json.loads(e["data"])["action"] for e in got][:1] == ["report"]  # one message per timeline entry
     assert {json.loads(e["data"])["case_id"] for e in got} == {case_id}
     assert kinds[-1] == ("case", "CaseDispatched")
     assert json.loads(got[-1]["data"])["case"]["state"] == "dispatched"

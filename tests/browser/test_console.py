@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import base64
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -19,20 +17,6 @@ from browser.browser_kit import ACCOUNTS, LiveServer, Watch, new_context, screen
 # A 1×1 PNG: the "photo" a grid worker takes.
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJ"
                        "RU5ErkJggg==")
-
-
-@dataclass(frozen=True)
-class AlarmRaised:
-    """The sensing capability's event (CONTRACTS.md), as the live hub receives it from the bus."""
-
-    alarm_id: int
-    device_id: int
-    scene: str
-    severity: str
-    grid_code: str
-    lon: float
-    lat: float
-    at: datetime
 
 
 def open_console(page: Any, server: LiveServer, route: str = "#/screen") -> None:
@@ -136,10 +120,15 @@ def test_new_case_appears_on_every_open_screen(live_server: LiveServer, browser:
         for page in screens:
             page.wait_for_function(f"""document.querySelector("#feed [data-case='{case_id}'] .pill")
                                        .textContent === '待接收'""", timeout=3000)
-        # An alarm (as the sensing capability publishes it on the bus) shows on the map of every screen.
-        live_server.server.config.app.state.live.publish(AlarmRaised(
-            alarm_id=7, device_id=3, scene="积水监测", severity="high", grid_code="500103001001001",
-            lon=106.51, lat=29.51, at=datetime.now(UTC)))
+        # A real alarm: a methane detector registered and a reading over its limit posted through the API.
+        r = httpx.post(f"{live_server.base}/api/v1/devices", json={
+            "code": "M-live", "type": "methane_detector", "scene": "septic_tank", "lon": 106.55, "lat": 29.55},
+            headers=live_server.headers, timeout=10)
+        assert r.status_code == 201, r.text
+        r = httpx.post(f"{live_server.base}/api/v1/observations", json=[{
+            "device": "M-live", "quantity": "methane", "value": 30.0,
+            "time": live_server.zz.clock.now().isoformat()}], headers=live_server.headers, timeout=10)
+        assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
         for page in screens:
             page.wait_for_function("document.querySelector('#map-panel').dataset.alarms === '1'", timeout=3000)
             page.wait_for_selector(".toast.alarm", timeout=3000)

@@ -4,11 +4,12 @@ The console is plain HTML/CSS/ES modules under `zhizhi/web/`, served by zhizhi i
 no internet: third-party libraries (ECharts) are installed at setup by `npm ci` into `node_modules/` and served
 from there under `/console/vendor/` — never from a CDN and never copied into the repository.
 
-Live updates: the `LiveHub` listens on the message bus (`MessageBus.listen`) and forwards case and alarm events
-to every open screen over server-sent events at `GET /api/v1/stream`. The bus calls the hub on the thread that
-handled the command, so publishing only puts the event on a thread-safe queue; a hub thread, started when the
-first screen connects, loads a short summary of each case once (not once per screen) and fans it out to each
-screen's asyncio queue. With no screen open, publishing costs one list append.
+Live updates: the `LiveHub` reads the store's live feed (the timeline and the alarm steps, by id) while a screen
+is open and forwards case and alarm changes to every open screen over server-sent events at `GET /api/v1/stream`.
+Reading the store rather than only this process's message bus means that changes made by other processes (the
+MQTT consumer, imports from the CLI, other server workers) show too; the bus only wakes the hub early so that
+this process's own changes show at once. The hub loads a short summary of each changed case once (not once per
+screen) and fans it out to each screen's asyncio queue. With no screen open, nothing is read.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import hashlib
 import json
 import logging
 import os
-import queue
 import threading
 import time
 from collections import deque
@@ -32,6 +32,7 @@ from fastapi import FastAPI, File, Header, Request, UploadFile
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
+from zhizhi.adapters.live_feed import AlarmEntry, CaseEntry, LiveFeed
 from zhizhi.api.deps import CurrentPrincipal, declare_public
 from zhizhi.api.problems import jsonable
 from zhizhi.domain.access import Principal
@@ -81,38 +82,59 @@ def find_vendor_file(name: str, data_dir: Path) -> Path | None:
 
 
 # ------------------------------------------------------------------------------------------ live hub
-class LiveHub:
-    """Fans domain events out to every connected screen (server-sent events)."""
+#: Timeline actions that screens know by a name of their own; every other entry is a `CaseChanged`.
+CASE_EVENT_TYPES = {
+    "report": "CaseReported", "register": "CaseRegistered", "dispatch": "CaseDispatched",
+    "return": "CaseReturned", "escalate": "CaseEscalated", "supervise": "CaseSupervised",
+    "overdue": "CaseOverdue", "merge": "CaseMerged", "whistle": "CaseWhistled", "close": "CaseClosed",
+}
+ALARM_EVENT_TYPES = {"raised": "AlarmRaised", "acknowledged": "AlarmAcknowledged", "cleared": "AlarmCleared"}
 
-    def __init__(self, zz: Zhizhi, history: int = 200) -> None:
+
+class LiveHub:
+    """Fans case and alarm changes out to every connected screen (server-sent events).
+
+    The source is the store's live feed (`zhizhi.adapters.live_feed`): the timeline and the alarm steps, read
+    by id. So a change made by any process — this server, another worker, the MQTT consumer, a CLI import —
+    reaches every screen. While a screen is open the hub thread reads the feed every `poll_s` seconds; a change
+    made in this process wakes it at once (the bus calls `publish` after the commit), so local changes show
+    without waiting for the next poll. With no screen open (and past the reconnect grace) nothing is read.
+    """
+
+    def __init__(self, zz: Zhizhi, history: int = 200, poll_s: float = 0.25) -> None:
         self.zz = zz
-        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.poll_s = poll_s
+        self._wake = threading.Event()
         self._clients: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[tuple[int, str, str]]]] = set()
         self._lock = threading.Lock()
         self._history: deque[tuple[int, str, str]] = deque(maxlen=history)  # replay after a reconnect
         self._seq = 0
+        self._feed: LiveFeed | None = None  # opened when a screen connects; dropped when nobody watches
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._idle_since = float("-inf")  # when the last screen left
 
-    # -- called by the bus, on whatever thread handled the command
+    def _watched(self) -> bool:
+        return bool(self._clients) or time.monotonic() - self._idle_since <= REPLAY_GRACE_S
+
+    # -- called by the bus, on whatever thread handled the command (after its commit)
     def publish(self, event: Any) -> None:
         name = type(event).__name__
-        if not (name.startswith("Case") or name.startswith("Alarm")):
-            return
-        if not self._clients and time.monotonic() - self._idle_since > REPLAY_GRACE_S:
-            return  # nobody is watching: no cost
-        self._inbox.put(event)
+        if (name.startswith("Case") or name.startswith("Alarm")) and self._feed is not None:
+            self._wake.set()
 
     # -- screens
     def subscribe(self) -> asyncio.Queue[tuple[int, str, str]]:
         q: asyncio.Queue[tuple[int, str, str]] = asyncio.Queue(maxsize=1000)
         with self._lock:
+            if self._feed is None:  # from now on: what happened before this screen opened is not news
+                self._feed = LiveFeed(self.zz.engine)
             self._clients.add((asyncio.get_running_loop(), q))
             if self._thread is None or not self._thread.is_alive():
                 self._stop.clear()
                 self._thread = threading.Thread(target=self._run, name="zhizhi-live-hub", daemon=True)
                 self._thread.start()
+        self._wake.set()
         return q
 
     def unsubscribe(self, q: asyncio.Queue[tuple[int, str, str]]) -> None:
@@ -127,7 +149,7 @@ class LiveHub:
 
     def close(self) -> None:
         self._stop.set()
-        self._inbox.put(None)
+        self._wake.set()
 
     @property
     def client_count(self) -> int:
@@ -136,39 +158,40 @@ class LiveHub:
     # -- the hub thread
     def _run(self) -> None:
         while not self._stop.is_set():
-            first = self._inbox.get()
-            if first is None:
-                return
-            batch = [first]
-            with contextlib.suppress(queue.Empty):
-                while len(batch) < 500:
-                    item = self._inbox.get_nowait()
-                    if item is None:
-                        self._stop.set()
-                        break
-                    batch.append(item)
+            with self._lock:
+                if not self._watched():  # nobody is watching: stop reading until a screen connects
+                    self._feed = None
+                    self._thread = None
+                    return
+                feed = self._feed
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+            if feed is None or self._stop.is_set():
+                continue
             try:
-                messages = self._messages(batch)
+                messages = self._messages(*feed.read())
             except Exception:
-                log.exception("live hub could not prepare %d events", len(batch))
+                log.exception("live hub could not read the feed")
+                self._stop.wait(self.poll_s)
                 continue
             for kind, data in messages:
                 self._broadcast(kind, data)
 
-    def _messages(self, events: list[Any]) -> list[tuple[str, str]]:
-        case_ids = sorted({int(e.case_id) for e in events if getattr(e, "case_id", None)
-                           and type(e).__name__.startswith("Case")})
-        summaries = self._case_summaries(case_ids) if case_ids else {}
+    def _messages(self, cases: list[CaseEntry], alarms: list[AlarmEntry]) -> list[tuple[str, str]]:
+        summaries = self._case_summaries(sorted({c.case_id for c in cases})) if cases else {}
         out = []
-        for e in events:
-            name = type(e).__name__
-            payload = {"type": name, **{k: jsonable(v) for k, v in _fields(e).items()}}
-            if name.startswith("Case"):
-                payload["case"] = summaries.get(int(getattr(e, "case_id", 0) or 0))
-                out.append(("case", json.dumps(payload, ensure_ascii=False)))
-            else:
-                payload["area_codes"] = self._area_codes(getattr(e, "grid_code", None))
-                out.append(("alarm", json.dumps(payload, ensure_ascii=False)))
+        for c in cases:
+            name = CASE_EVENT_TYPES.get(c.action, "CaseChanged")
+            if c.action == "verify" and c.to_state == "closed":
+                name = "CaseClosed"
+            payload = {"type": name, "case_id": c.case_id, "action": c.action, "state": c.to_state,
+                       "at": jsonable(c.at), "entry_id": c.id, "case": summaries.get(c.case_id)}
+            out.append(("case", json.dumps(payload, ensure_ascii=False)))
+        for a in alarms:
+            payload = {"type": ALARM_EVENT_TYPES[a.action], **{k: jsonable(v) for k, v in _fields(a).items()
+                                                                if k not in {"id", "action"}},
+                       "step_id": a.id, "area_codes": self._area_codes(a.grid_code)}
+            out.append(("alarm", json.dumps(payload, ensure_ascii=False)))
         return out
 
     def _area_codes(self, grid_code: str | None) -> list[str]:
@@ -324,16 +347,22 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
                             yield sse(*msg)
                 last_beat = time.monotonic()
                 while True:
-                    if await request.is_disconnected():
-                        return
                     try:
-                        msg = await asyncio.wait_for(q.get(), timeout=1.0)
-                        if visible_to(principal, msg[1], msg[2]):
-                            yield sse(*msg)
+                        batch = [await asyncio.wait_for(q.get(), timeout=1.0)]
                     except TimeoutError:
+                        # StreamingResponse already ends the stream when the client leaves; this is for proxies
+                        # that keep the connection but lose the screen, checked only when idle (it is not free).
+                        if await request.is_disconnected():
+                            return
                         if time.monotonic() - last_beat > HEARTBEAT_S:
                             last_beat = time.monotonic()
                             yield ": keep-alive\n\n"
+                        continue
+                    while len(batch) < 200 and not q.empty():  # a burst goes out in one write, not one per event
+                        batch.append(q.get_nowait())
+                    chunk = "".join(sse(*m) for m in batch if visible_to(principal, m[1], m[2]))
+                    if chunk:
+                        yield chunk
             finally:
                 hub.unsubscribe(q)
 
