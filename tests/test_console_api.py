@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -184,29 +183,6 @@ def test_changes_made_by_another_process_reach_open_screens(app: Any, tmp_path: 
     assert raised["grid_code"] in raised["area_codes"] and "500000" in raised["area_codes"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def server(app: Any) -> Iterator[str]:
-    import uvicorn
-
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(app), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
-
-
 def _read_events(response: httpx.Response, want: int, until: str = "") -> list[dict[str, str]]:
     """Server-sent events from the response: `want` of them, or up to the first whose data contains `until`."""
     events: list[dict[str, str]] = []
@@ -224,7 +200,8 @@ def _read_events(response: httpx.Response, want: int, until: str = "") -> list[d
     return events
 
 
-def test_stream_delivers_new_cases_over_http_and_replays_after_reconnect(server: str, app: Any) -> None:
+def test_stream_delivers_new_cases_over_http_and_replays_after_reconnect(http_server: str, app: Any) -> None:
+    server = http_server
     headers = admin_headers(app, lambda path, **kw: httpx.post(server + path, **kw))
     got: list[dict[str, str]] = []
     ready = threading.Event()
