@@ -174,24 +174,9 @@ def admin_client(app: Any) -> Iterator[Any]:
 @pytest.fixture
 def http_server(app: Any) -> Iterator[str]:
     """The app served by uvicorn on a free port of 127.0.0.1: for clients that speak real HTTP (SSE, STA clients)."""
-    import socket
-    import threading
-    import time
-
-    import uvicorn
+    from http_kit import serving
 
     from zhizhi.api.app import create_app
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    srv = uvicorn.Server(uvicorn.Config(create_app(app), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(app)) as (base, _):
+        yield base

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,6 @@ class LiveServer:
     base: str
     zz: Any
     server: Any
-    thread: threading.Thread
     headers: dict[str, str] = field(default_factory=dict)  # what API calls from the test send (a bearer token)
 
 

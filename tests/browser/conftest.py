@@ -12,14 +12,12 @@ setup step; a local run without them skips, loudly.
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from http_kit import serving
 
 from browser.browser_kit import (
     CHROMIUM,
@@ -53,15 +51,8 @@ def chromium_path() -> Path:
     return CHROMIUM
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory, tiny_hierarchy: PlaceHierarchy) -> Iterator[LiveServer]:
-    import uvicorn
 
     from zhizhi.adapters.gazetteer import GeoGazetteer
     from zhizhi.adapters.places_store import save_hierarchy
@@ -73,19 +64,8 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, tiny_hierarchy: PlaceH
     zz = bootstrap(settings, gazetteer=GeoGazetteer(tiny_hierarchy))
     save_hierarchy(zz.engine, tiny_hierarchy)
     create_accounts(zz)
-    app = create_app(zz)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    base = f"http://127.0.0.1:{port}"
-    yield LiveServer(base, zz, server, thread, login_headers(base))
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(zz)) as (base, server):
+        yield LiveServer(base, zz, server, login_headers(base))
     zz.engine.dispose()
 
 
