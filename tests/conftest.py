@@ -8,6 +8,7 @@ not a skip, so CI cannot pass without the PostgreSQL run.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import uuid
@@ -180,3 +181,13 @@ def http_server(app: Any) -> Iterator[str]:
 
     with serving(create_app(app)) as (base, _):
         yield base
+
+
+@pytest.fixture
+def cli_city(tmp_path: Path, tiny_city: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Path:
+    """For CLI tests: a fresh data dir (so the embedded SQLite default) and the tiny city as a GeoJSON file."""
+    monkeypatch.setenv("ZHIZHI_DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.delenv("ZHIZHI_DATABASE_URL", raising=False)
+    city = tmp_path / "city.geojson"
+    city.write_text(json.dumps(tiny_city, ensure_ascii=False), encoding="utf-8")
+    return city

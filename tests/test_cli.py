@@ -15,12 +15,8 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def env(tmp_path: Path, tiny_city: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("ZHIZHI_DATA_DIR", str(tmp_path / "var"))
-    monkeypatch.delenv("ZHIZHI_DATABASE_URL", raising=False)
-    city = tmp_path / "city.geojson"
-    city.write_text(json.dumps(tiny_city, ensure_ascii=False), encoding="utf-8")
-    return city
+def env(cli_city: Path) -> Path:
+    return cli_city
 
 
 def run(*args: str) -> Any:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -15,13 +13,9 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def env(tmp_path: Path, tiny_city: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("ZHIZHI_DATA_DIR", str(tmp_path / "var"))
-    monkeypatch.delenv("ZHIZHI_DATABASE_URL", raising=False)
-    city = tmp_path / "city.geojson"
-    city.write_text(json.dumps(tiny_city, ensure_ascii=False), encoding="utf-8")
-    assert runner.invoke(app, ["places", "load", str(city)]).exit_code == 0
-    return tmp_path
+def env(cli_city: Path) -> Path:
+    assert runner.invoke(app, ["places", "load", str(cli_city)]).exit_code == 0
+    return cli_city.parent
 
 
 def test_import_devices_and_list(env: Path) -> None:
