@@ -7,6 +7,11 @@ ObservedProperty; one quantity of one device a Datastream; a stored reading an O
 $skip, $count; paging with @iot.nextLink. Creating: Things (deep insert of Locations; the Datastreams follow
 from the device type), Observations, and the dataArray extension at /CreateObservations — readings go through
 the same validated ingest as every other path. PATCH and DELETE on Things (DELETE retires the device).
+
+Everything is seen through the caller's sensing scope (`ScopedSensing`): collections, navigation, $expand and
+$count hold only the devices (and their datastreams and observations) in scope; an entity outside it answers
+404 like an unknown one; creating needs `manage_devices` (Things) or `ingest_observations` (Observations).
+Sensors and ObservedProperties are the catalogue (device types and quantities), the same for every reader.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from zhizhi.api.deps import CurrentPrincipal
+from zhizhi.domain.access import Principal, require
 from zhizhi.domain.devices import Device
 from zhizhi.domain.errors import DomainError, NotFound, ValidationFailed
 from zhizhi.sensing.odata import compile_filter, order
+from zhizhi.sensing.scope import ScopedSensing
 
 if TYPE_CHECKING:
     from zhizhi.service.bootstrap import Zhizhi
@@ -46,13 +53,24 @@ OBS_SCAN = 10_000  # top-level /Observations reads at most this many recent rows
 
 
 class Sta:
-    """Builds entity dicts from the sensing service and answers queries on them."""
+    """Builds entity dicts from the sensing service, as one principal may see them, and answers queries."""
 
-    def __init__(self, zz: Zhizhi, base: str) -> None:
+    def __init__(self, zz: Zhizhi, base: str, principal: Principal) -> None:
         self.s = zz.sensing
+        self.scoped = ScopedSensing(self.s, principal)
         self.base = base.rstrip("/") + ROOT
         self.types = list(self.s.catalogue.device_types)
         self.quantities = list(self.s.catalogue.quantities)
+        self._mask: Any = False  # computed on first use: None = the whole city
+
+    def _in_scope(self) -> list[int]:
+        """Indices of the devices in the caller's scope (one SQL query per request)."""
+        if self._mask is False:
+            self._mask = self.scoped.device_mask()
+        n = len(self.s.devices)
+        if self._mask is None:
+            return list(range(n))
+        return [i for i in self._mask.nonzero()[0].tolist() if i < n]
 
     # ---------------------------------------------------------------- entities
     def _links(self, es: str, key: Any, body: dict[str, Any]) -> dict[str, Any]:
@@ -108,15 +126,16 @@ class Sta:
 
     # ---------------------------------------------------------------- access
     def _device_by_id(self, key: Any) -> tuple[int, Device]:
-        for i, d in enumerate(self.s.devices):
-            if d.id == _int(key):
-                return i, d
+        ident = _int(key)
+        for i in self._in_scope():
+            if self.s.devices[i].id == ident:
+                return i, self.s.devices[i]
         raise NotFound(f"实体不存在 / no entity with id {key}")
 
     def _streams(self) -> list[tuple[int, int, str]]:
         rows = []
-        for di, row in enumerate(self.s.ds.tolist()):
-            for qi, sid in enumerate(row):
+        for di in self._in_scope():
+            for qi, sid in enumerate(self.s.ds[di].tolist()):
                 if sid >= 0:
                     rows.append((sid, di, self.s.engine.quantities[qi]))
         return rows
@@ -129,7 +148,7 @@ class Sta:
         raise NotFound(f"Datastream {key} 不存在 / not found")
 
     def collection(self, es: str) -> list[dict[str, Any]]:
-        devs = self.s.devices
+        devs = [self.s.devices[i] for i in self._in_scope()]
         if es == "Things":
             return [self.thing(d) for d in devs]
         if es == "Locations":
@@ -145,11 +164,7 @@ class Sta:
         if es == "Datastreams":
             return [self.datastream(*st) for st in self._streams()]
         if es == "Observations":
-            with self.s.db.connect() as conn:
-                rows = conn.exec_driver_sql(
-                    "SELECT datastream_id, phenomenon_time, result FROM sensing_observations "
-                    f"ORDER BY phenomenon_time DESC LIMIT {OBS_SCAN}").fetchall()
-            return [self.observation(int(a), int(b), float(c)) for a, b, c in rows]
+            return [self.observation(a, b, c) for a, b, c in self.scoped.recent_observations(OBS_SCAN)]
         raise NotFound(f"未知实体集 {es} / unknown entity set")
 
     def one(self, es: str, key: Any) -> dict[str, Any]:
@@ -167,6 +182,8 @@ class Sta:
             return self.datastream(*self._stream(key))
         if es == "Observations":
             sid, t = _obs_key(key)
+            if sid not in {st[0] for st in self._streams()}:  # outside the scope: as unknown
+                raise NotFound(f"Observation {key} 不存在 / not found")
             rows = self.s.store.series(sid, t, t, limit=1)
             if not rows:
                 raise NotFound(f"Observation {key} 不存在 / not found")
@@ -200,6 +217,7 @@ class Sta:
             else:
                 out = [self.observed_property(self.quantities.index(q))]
         elif es in ("Sensors", "ObservedProperties"):
+            self.one(es, key)  # an unknown id is 404, not an index error
             i = _int(key) - 1
             if es == "Sensors":
                 out = [self.datastream(*st) for st in self._streams() if self.s.devices[st[1]].type == self.types[i]]
@@ -211,6 +229,31 @@ class Sta:
             out = [self.datastream(*self._stream(sid))] if target == "Datastreams" else \
                 [self.feature(self.s.devices[di])]
         return out if many else out[0]
+
+    def walk(self, segs: list[tuple[str, Any]]) -> tuple[str, Any, Any]:
+        """Follow a resource path as this caller sees it: ("node", entity set, entity | list | None for the whole
+        set) or ("property", name, value); `NotFound` for anything unknown or outside the scope."""
+        if not segs or segs[0][0] not in SETS:
+            raise NotFound(f"未知实体集 {segs[0][0] if segs else ''} / unknown entity set")
+        es, key = segs[0]
+        cur_set = es
+        node: Any = self.one(es, key) if key is not None else None
+        for nav, nkey in segs[1:]:
+            if node is None:
+                raise NotFound("路径无效 / invalid path")
+            if nav in NAV[cur_set]:
+                target, _ = NAV[cur_set][nav]
+                node = self.related(cur_set, node["@iot.id"], nav)
+                cur_set = target
+                if nkey is not None and isinstance(node, list):
+                    node = next((n for n in node if str(n["@iot.id"]) == str(nkey)), None)
+                    if node is None:
+                        raise NotFound("实体不存在 / not found")
+            elif isinstance(node, dict) and nav in node:  # a property, e.g. Things(1)/name
+                return "property", nav, node[nav]
+            else:
+                raise NotFound(f"{cur_set} 没有 {nav} / no property or navigation {nav}")
+        return "node", cur_set, node
 
     # ---------------------------------------------------------------- query options
     def query(self, es: str, items: list[dict[str, Any]], opts: dict[str, str], url: str) -> dict[str, Any]:
@@ -332,8 +375,8 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
     if zz.sensing is None:
         return
 
-    def sta(request: Request) -> Sta:
-        return Sta(zz, str(request.base_url))
+    def sta(request: Request, principal: Principal) -> Sta:
+        return Sta(zz, str(request.base_url), principal)
 
     @app.get(ROOT, operation_id="sta_root", tags=["sensorthings"])
     def root(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
@@ -351,40 +394,27 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
     async def create_observations(request: Request, principal: CurrentPrincipal) -> JSONResponse:
         import asyncio
 
+        require(principal, "ingest_observations")
         body = await _json_body(request)
-        return JSONResponse(await asyncio.to_thread(_data_array, sta(request), body), status_code=201)
+        return JSONResponse(await asyncio.to_thread(_data_array, sta(request, principal), body), status_code=201)
 
     @app.get(ROOT + "/{path:path}", operation_id="sta_get", tags=["sensorthings"])
     def get(path: str, request: Request, principal: CurrentPrincipal) -> Any:
-        api = sta(request)
+        require(principal, "read_sensing")
+        api = sta(request, principal)
         segs = _parse_path(path)
         opts = {k: v for k, v in request.query_params.items() if k.startswith("$")}
         value_only = bool(segs) and segs[-1][0] == "$value"
         if value_only:
             segs = segs[:-1]
-        es, key = segs[0]
-        if es not in SETS:
-            raise NotFound(f"未知实体集 {es} / unknown entity set")
-        cur_set = es
-        node: Any = api.one(es, key) if key is not None else None
-        for nav, nkey in segs[1:]:
-            if node is None:
-                raise NotFound("路径无效 / invalid path")
-            if nav in NAV[cur_set]:
-                target, _ = NAV[cur_set][nav]
-                node = api.related(cur_set, node["@iot.id"], nav)
-                cur_set = target
-                if nkey is not None and isinstance(node, list):
-                    node = next((n for n in node if str(n["@iot.id"]) == str(nkey)), None)
-                    if node is None:
-                        raise NotFound("实体不存在 / not found")
-            elif isinstance(node, dict) and nav in node:  # a property, e.g. Things(1)/name
-                return {nav: node[nav]} if not value_only else Response(str(node[nav]), media_type="text/plain")
-            else:
-                raise NotFound(f"{cur_set} 没有 {nav} / no property or navigation {nav}")
+        walked = api.walk(segs)
+        if walked[0] == "property":
+            _, name, value = walked
+            return {name: value} if not value_only else Response(str(value), media_type="text/plain")
+        _, cur_set, node = walked
         url = str(request.url).split("?")[0]
         if node is None:
-            return api.query(es, api.collection(es), opts, url)
+            return api.query(cur_set, api.collection(cur_set), opts, url)
         if isinstance(node, list):
             return api.query(cur_set, node, opts, url)
         return api.shape(cur_set, node, opts)
@@ -393,14 +423,19 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
     async def create(path: str, request: Request, principal: CurrentPrincipal) -> JSONResponse:
         import asyncio
 
-        body = await _json_body(request)
-        api = sta(request)
+        api = sta(request, principal)
         segs = _parse_path(path)
+        if len(segs) > 1:  # the parent must exist for the caller before anything else is looked at
+            await asyncio.to_thread(api.walk, segs[:-1])
         if segs == [("Things", None)]:
+            require(principal, "manage_devices")
+            body = await _json_body(request)
             entity = await asyncio.to_thread(_create_thing, api, body)
         elif segs[-1] == ("Observations", None) and (len(segs) == 1 or segs[0][0] == "Datastreams"):
+            require(principal, "ingest_observations")
+            body = await _json_body(request)
             if len(segs) == 2:
-                body = {**body, "Datastream": {"@iot.id": segs[0][1]}}
+                body = {**_object(body), "Datastream": {"@iot.id": segs[0][1]}}
             entity = await asyncio.to_thread(_create_observation, api, body)
         else:
             return JSONResponse({"type": "about:blank", "title": "Not implemented", "status": 501,
@@ -411,27 +446,38 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
 
     @app.patch(ROOT + "/{path:path}", operation_id="sta_update", tags=["sensorthings"])
     async def patch(path: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
-        body = await _json_body(request)
-        api = sta(request)
+        import asyncio
+
+        api = sta(request, principal)
         segs = _parse_path(path)
+        await asyncio.to_thread(api.walk, segs)  # out of scope or unknown: 404 before the body is read
         if len(segs) != 1 or segs[0][0] != "Things" or segs[0][1] is None:
             raise ValidationFailed("只能更新 Things / only Things can be updated")
+        require(principal, "manage_devices")
+        body = _object(await _json_body(request))
         _, d = api._device_by_id(segs[0][1])
         props = body.get("properties") or {}
-        zz.sensing.update_device(d.code, name=body.get("description"), status=props.get("status"),
+        api.scoped.update_device(d.code, name=body.get("description"), status=props.get("status"),
                                  department_code=props.get("department_code"), model=props.get("model"),
                                  rule_overrides=props.get("rule_overrides"))
         return api.thing(zz.sensing.device(d.code))
 
     @app.delete(ROOT + "/{path:path}", operation_id="sta_delete", tags=["sensorthings"])
     def delete(path: str, request: Request, principal: CurrentPrincipal) -> Response:
-        api = sta(request)
+        api = sta(request, principal)
         segs = _parse_path(path)
+        api.walk(segs)
         if len(segs) != 1 or segs[0][0] != "Things" or segs[0][1] is None:
             raise ValidationFailed("只能删除（停用）Things / only Things can be deleted (retired)")
         _, d = api._device_by_id(segs[0][1])
-        zz.sensing.delete_device(d.code)
+        api.scoped.retire_device(d.code)
         return Response(status_code=200)
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ValidationFailed("请求体应为 JSON 对象 / the body must be a JSON object")
+    return body
 
 
 def _create_thing(api: Sta, body: dict[str, Any]) -> dict[str, Any]:
@@ -444,7 +490,7 @@ def _create_thing(api: Sta, body: dict[str, Any]) -> dict[str, Any]:
     device = Device(code=str(body.get("name", "")), type=str(props.get("type", "")), scene=str(props.get("scene", "")),
                     lon=float(lon), lat=float(lat), model=str(props.get("model", "")),
                     name=str(body.get("description", "")), department_code=props.get("department_code"))
-    (result,) = api.s.register([device])
+    (result,) = api.scoped.register([device])
     if isinstance(result, DomainError):
         raise result
     return api.thing(result)
@@ -468,7 +514,7 @@ def _create_observation(api: Sta, body: dict[str, Any]) -> dict[str, Any]:
     reading = _reading(api, _int(ds), body.get("phenomenonTime"), body.get("result"))
     if reading["time"] is None:
         reading["time"] = dt_to_ms(api.s.ctx.clock.now())
-    report = api.s.ingest([reading])
+    report = api.scoped.ingest([reading])
     if report.accepted != 1:
         e = report.errors[0] if report.errors else {"reason": "refused", "detail": ""}
         raise ValidationFailed(f"读数被拒绝 / observation refused: {e['reason']} {e.get('detail', '')}",
@@ -501,7 +547,7 @@ def _data_array(api: Sta, body: list[dict[str, Any]]) -> list[str]:
                 meta.append((sid, r["time"]))
             except (ValueError, IndexError, TypeError, DomainError):
                 meta.append(None)
-    report = api.s.ingest(readings)
+    report = api.scoped.ingest(readings)
     refused = {e["index"] for e in report.errors}
     out: list[str] = []
     k = 0
