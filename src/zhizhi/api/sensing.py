@@ -73,6 +73,8 @@ def alarm_out(a: Alarm) -> dict[str, Any]:
 
 #: Bounded so that no database integer overflows (422, not a server error).
 AlarmId = Annotated[int, Path(ge=1, le=MAX_INT)]
+#: A device's code (the registry's column is 64 characters).
+DeviceCode = Annotated[str, Path(min_length=1, max_length=64)]
 
 
 def install(app: FastAPI, zz: Zhizhi) -> None:
@@ -111,30 +113,39 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
             k: v for k, v in r.details.items() if isinstance(v, str | list)}} for r in results]
         return {"registered": sum(isinstance(r, Device) for r in results), "items": out}
 
-    @app.get("/api/v1/devices/{code}", operation_id="get_device", tags=["sensing"])
-    def get_device(code: str, principal: CurrentPrincipal) -> dict[str, Any]:
+    @app.get("/api/v1/devices/{device_code}", operation_id="get_device", tags=["sensing"])
+    def get_device(device_code: DeviceCode, principal: CurrentPrincipal) -> dict[str, Any]:
         scoped = ScopedSensing(sensing, principal)
-        return {**device_out(scoped.device(code)), "latest": scoped.latest(code)}
+        return {**device_out(scoped.device(device_code)), "latest": scoped.latest(device_code)}
 
-    @app.patch("/api/v1/devices/{code}", operation_id="update_device", tags=["sensing"])
-    def patch_device(code: str, body: DevicePatch, principal: CurrentPrincipal) -> dict[str, Any]:
+    @app.patch("/api/v1/devices/{device_code}", operation_id="update_device", tags=["sensing"])
+    def patch_device(device_code: DeviceCode, body: DevicePatch, principal: CurrentPrincipal) -> dict[str, Any]:
         if body.status is not None and body.status not in {s.value for s in DeviceStatus}:
             raise ValidationFailed(f"未知状态 {body.status!r} / unknown status",
                                    allowed=[s.value for s in DeviceStatus])
-        return device_out(ScopedSensing(sensing, principal).update_device(code, **body.model_dump(exclude_none=True)))
+        changes = body.model_dump(exclude_none=True)
+        return device_out(ScopedSensing(sensing, principal).update_device(device_code, **changes))
 
-    @app.delete("/api/v1/devices/{code}", operation_id="retire_device", tags=["sensing"])
-    def retire_device(code: str, principal: CurrentPrincipal) -> dict[str, Any]:
-        return device_out(ScopedSensing(sensing, principal).retire_device(code))
+    @app.delete("/api/v1/devices/{device_code}", operation_id="retire_device", tags=["sensing"])
+    def retire_device(device_code: DeviceCode, principal: CurrentPrincipal) -> dict[str, Any]:
+        return device_out(ScopedSensing(sensing, principal).retire_device(device_code))
 
-    @app.get("/api/v1/devices/{code}/observations", operation_id="device_observations", tags=["sensing"])
-    def device_observations(code: str, quantity: str, principal: CurrentPrincipal,
+    @app.get("/api/v1/devices/{device_code}/observations", operation_id="device_observations", tags=["sensing"])
+    def device_observations(device_code: DeviceCode, principal: CurrentPrincipal,
+                            quantity: Annotated[str | None, Query(description=(
+                                "one measured quantity; every quantity of the device when left out"))] = None,
                             limit: Annotated[int, Query(ge=1, le=10000)] = 100) -> dict[str, Any]:
         from zhizhi.sensing.ingest import ms_to_dt
 
-        sid, rows = ScopedSensing(sensing, principal).series(code, quantity, limit)
-        return {"device": code, "quantity": quantity, "datastream_id": sid,
-                "items": [{"time": ms_to_dt(t).isoformat(), "value": v} for t, v in rows]}
+        scoped = ScopedSensing(sensing, principal)
+        quantities = [quantity] if quantity else scoped.quantities(device_code)
+        items, sid = [], None
+        for q in quantities:
+            sid, rows = scoped.series(device_code, q, limit)
+            items.extend({"time": ms_to_dt(t).isoformat(), "value": v, "quantity": q} for t, v in rows)
+        items.sort(key=lambda x: x["time"], reverse=True)
+        return {"device": device_code, "quantity": quantity, "datastream_id": sid if quantity else None,
+                "items": items[:limit]}
 
     @app.post("/api/v1/observations", operation_id="ingest_observations", tags=["sensing"])
     async def ingest_observations(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:

@@ -400,14 +400,14 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
 
     @app.get(ROOT + "/{path:path}", operation_id="sta_get", tags=["sensorthings"])
     def get(path: str, request: Request, principal: CurrentPrincipal) -> Any:
-        require(principal, "read_sensing")
         api = sta(request, principal)
         segs = _parse_path(path)
         opts = {k: v for k, v in request.query_params.items() if k.startswith("$")}
         value_only = bool(segs) and segs[-1][0] == "$value"
         if value_only:
             segs = segs[:-1]
-        walked = api.walk(segs)
+        walked = api.walk(segs)  # out of scope: 404, whoever asks
+        require(principal, "read_sensing")
         if walked[0] == "property":
             _, name, value = walked
             return {name: value} if not value_only else Response(str(value), media_type="text/plain")
@@ -425,8 +425,9 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
 
         api = sta(request, principal)
         segs = _parse_path(path)
-        if len(segs) > 1:  # the parent must exist for the caller before anything else is looked at
-            await asyncio.to_thread(api.walk, segs[:-1])
+        parent = segs if segs and segs[-1][1] is not None else segs[:-1]
+        if parent:  # what the path names must exist for the caller before anything else is looked at
+            await asyncio.to_thread(api.walk, parent)
         if segs == [("Things", None)]:
             require(principal, "manage_devices")
             body = await _json_body(request)

@@ -130,6 +130,10 @@ class ScopedSensing:
         self.device(code)
         return self.s.latest(code)
 
+    def quantities(self, code: str) -> list[str]:
+        """The quantities a device in scope measures."""
+        return list(self.s.catalogue.device_types[self.device(code).type].quantities)
+
     def series(self, code: str, quantity: str, limit: int = 100) -> tuple[int, list[tuple[int, float]]]:
         """(datastream id, [(epoch ms, value)]) of one quantity of one device in scope."""
         self.device(code)
