@@ -224,3 +224,34 @@ def test_sensing_scope_of_each_role() -> None:
     assert may(p("integrator"), "ingest_observations") and not may(p("integrator"), "acknowledge_alarms")
     assert may(p("handler"), "acknowledge_alarms") and not may(p("grid_worker"), "acknowledge_alarms")
     assert not may(p("dispatcher"), "manage_devices") and not may(p("citizen"), "read_sensing")
+
+
+def test_a_moved_device_is_located_again_and_its_scope_follows(city: dict[str, Any]) -> None:
+    c, things, admin = city["c"], city["things"], city["admin"]
+    gas = _who(city, "gas_mv", ("integrator",), (STREET_A,), ("utilities",))
+    before = c.get("/api/v1/devices/A1", headers=admin).json()["place_code"]
+    r = c.patch("/api/v1/devices/A1", headers=gas, json={"lon": 106.54, "lat": 29.58})  # another grid of street A
+    assert r.status_code == 200, r.text
+    assert r.json()["place_code"].startswith(STREET_A) and r.json()["place_code"] != before
+    # not out of its own street, and not with half a position
+    assert c.patch("/api/v1/devices/A1", headers=gas, json={"lon": 106.57, "lat": 29.52}).status_code == 403
+    assert c.patch("/api/v1/devices/A1", headers=gas, json={"lon": 106.53}).status_code == 422
+    assert c.get("/api/v1/devices/A1", headers=admin).json()["lon"] == 106.54
+    # SensorThings: the administrator moves it into street B by its Location; street B now sees it
+    disp_b = _who(city, "disp_b2", ("dispatcher",), (STREET_B,))
+    loc = f"{STA}/Locations({things['A1']})"
+    assert c.patch(loc, headers=disp_b, json={"location": {"type": "Point", "coordinates": [1, 2]}}).status_code \
+        == 404
+    r = c.patch(loc, headers=admin, json={"location": {"type": "Point", "coordinates": [106.58, 29.53]}})
+    assert r.status_code == 200 and r.json()["location"]["coordinates"] == [106.58, 29.53], r.text
+    assert c.get(f"{STA}/Things({things['A1']})", headers=disp_b).json()["properties"]["place_code"] \
+        .startswith(STREET_B)
+    assert c.get("/api/v1/devices/A1", headers=gas).status_code == 404  # gone from the integrator's street
+    # and back by a new Location posted to the Thing
+    r = c.post(f"{STA}/Things({things['A1']})/Locations", headers=admin, json={
+        "name": "moved", "encodingType": "application/geo+json",
+        "location": {"type": "Point", "coordinates": [106.52, 29.52]}})
+    assert r.status_code == 201 and r.json()["location"]["coordinates"] == [106.52, 29.52], r.text
+    assert c.get(f"{STA}/Things({things['A1']})", headers=disp_b).status_code == 404
+    r = c.patch(f"{STA}/FeaturesOfInterest({things['A1']})", headers=admin, json={"feature": {"type": "Polygon"}})
+    assert r.status_code == 422

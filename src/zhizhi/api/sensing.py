@@ -40,6 +40,8 @@ class DeviceIn(BaseModel):
 
 class DevicePatch(BaseModel):
     status: str | None = None
+    lon: float | None = Field(None, description="a new position (with lat): the device is located again")
+    lat: float | None = None
     rule_overrides: dict[str, dict[str, Any]] | None = None
     department_code: str | None = None
     name: str | None = None

@@ -6,7 +6,9 @@ ObservedProperty; one quantity of one device a Datastream; a stored reading an O
 '<datastream>-<epoch ms>'. Query options: $filter, $expand (nested, with options), $select, $orderby, $top,
 $skip, $count; paging with @iot.nextLink. Creating: Things (deep insert of Locations; the Datastreams follow
 from the device type), Observations, and the dataArray extension at /CreateObservations — readings go through
-the same validated ingest as every other path. PATCH and DELETE on Things (DELETE retires the device).
+the same validated ingest as every other path. PATCH and DELETE on Things (DELETE retires the device). A device
+that moves gets its new position by PATCH of its Thing (with Locations), Location or FeatureOfInterest, or by
+POST Things(id)/Locations; it is located again in the place hierarchy.
 
 Everything is seen through the caller's sensing scope (`ScopedSensing`): collections, navigation, $expand and
 $count hold only the devices (and their datastreams and observations) in scope; an entity outside it answers
@@ -16,6 +18,7 @@ Sensors and ObservedProperties are the catalogue (device types and quantities), 
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -432,6 +435,14 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
             require(principal, "manage_devices")
             body = await _json_body(request)
             entity = await asyncio.to_thread(_create_thing, api, body)
+        elif len(segs) == 2 and segs[0][0] == "Things" and segs[1] == ("Locations", None):
+            # a new Location for a Thing: the device has moved
+            require(principal, "manage_devices")
+            body = _object(await _json_body(request))
+            _, d = api._device_by_id(segs[0][1])
+            lon, lat = _point(body.get("location"))
+            await asyncio.to_thread(api.scoped.update_device, d.code, lon=lon, lat=lat)
+            entity = api.location(d)
         elif segs[-1] == ("Observations", None) and (len(segs) == 1 or segs[0][0] == "Datastreams"):
             require(principal, "ingest_observations")
             body = await _json_body(request)
@@ -452,15 +463,34 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
         api = sta(request, principal)
         segs = _parse_path(path)
         await asyncio.to_thread(api.walk, segs)  # out of scope or unknown: 404 before the body is read
-        if len(segs) != 1 or segs[0][0] != "Things" or segs[0][1] is None:
-            raise ValidationFailed("只能更新 Things / only Things can be updated")
+        movable = ("Things", "Locations", "FeaturesOfInterest")
+        if len(segs) != 1 or segs[0][0] not in movable or segs[0][1] is None:
+            raise ValidationFailed("只能更新 Things、Locations、FeaturesOfInterest / only Things, Locations and "
+                                   "FeaturesOfInterest can be updated (the rest follows from the catalogue)")
         require(principal, "manage_devices")
         body = _object(await _json_body(request))
+        es = segs[0][0]
         _, d = api._device_by_id(segs[0][1])
+        if es == "Locations" and "location" in body:
+            lon, lat = _point(body["location"])
+            await asyncio.to_thread(api.scoped.update_device, d.code, lon=lon, lat=lat)
+            return api.location(d)
+        if es == "FeaturesOfInterest" and "feature" in body:
+            lon, lat = _point(body["feature"])
+            await asyncio.to_thread(api.scoped.update_device, d.code, lon=lon, lat=lat)
+            return api.feature(d)
+        if es != "Things":
+            raise ValidationFailed(f"{es} 只能更新位置 / only the position of a {es} can be updated")
         props = body.get("properties") or {}
-        api.scoped.update_device(d.code, name=body.get("description"), status=props.get("status"),
-                                 department_code=props.get("department_code"), model=props.get("model"),
-                                 rule_overrides=props.get("rule_overrides"))
+        moved: dict[str, float] = {}
+        if body.get("Locations"):
+            locs = body["Locations"]
+            moved = dict(zip(("lon", "lat"), _point(locs[0].get("location") if isinstance(locs, list)
+                                                   and isinstance(locs[0], dict) else None), strict=True))
+        await asyncio.to_thread(functools.partial(
+            api.scoped.update_device, d.code, name=body.get("description"), status=props.get("status"),
+            department_code=props.get("department_code"), model=props.get("model"),
+            rule_overrides=props.get("rule_overrides"), **moved))
         return api.thing(zz.sensing.device(d.code))
 
     @app.delete(ROOT + "/{path:path}", operation_id="sta_delete", tags=["sensorthings"])
@@ -473,6 +503,17 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
         _, d = api._device_by_id(segs[0][1])
         api.scoped.retire_device(d.code)
         return Response(status_code=200)
+
+
+def _point(geometry: Any) -> tuple[float, float]:
+    """(lon, lat) of a GeoJSON Point, or a clear 400."""
+    try:
+        if geometry["type"] != "Point":
+            raise ValueError
+        lon, lat = (float(x) for x in geometry["coordinates"][:2])
+        return lon, lat
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise ValidationFailed("位置应为 GeoJSON Point / the location must be a GeoJSON Point") from None
 
 
 def _object(body: Any) -> dict[str, Any]:

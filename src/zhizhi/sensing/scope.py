@@ -180,11 +180,17 @@ class ScopedSensing:
                 out.append(None)
         return out
 
-    def update_device(self, code: str, **changes: Any) -> Device:
+    def update_device(self, code: str, *, lon: float | None = None, lat: float | None = None,
+                      **changes: Any) -> Device:
+        """Change a device in scope; a new position (`lon` and `lat` together) must stay inside the scope."""
         self._visible(code)
         require(self.principal, "manage_devices")
         if changes.get("department_code") is not None:
             self._check_department(changes["department_code"])
+        if (lon is None) != (lat is None):
+            raise ValidationFailed("经度和纬度须同时给出 / give lon and lat together", field="lon")
+        if lon is not None and lat is not None:
+            self.s.move_device(code, lon, lat, admit=None if self.scope.unlimited else self._admit_new)
         return self.s.update_device(code, **changes)
 
     def retire_device(self, code: str) -> Device:

@@ -292,6 +292,31 @@ class SensingService:
                     s.commit()
             return d
 
+    def move_device(self, code: str, lon: float, lat: float,
+                    admit: Callable[[list[Device]], list[DomainError | None]] | None = None) -> Device:
+        """A device taken to a new position (a camera remounted): located again, so its grid and the scope that
+        sees it follow the move. `admit` is a scoped caller's check of the new position, as at registration."""
+        from dataclasses import replace
+
+        with self.lock:
+            d = self.device(code)
+            moved = replace(d, lon=float(lon), lat=float(lat))
+            validate_device(moved, self.catalogue.device_types, self.catalogue.scenes)
+            (grid,), (district,) = self._locate_many([moved])
+            if grid is None:
+                loc = self.ctx.gazetteer.locate_point(moved.lon, moved.lat)
+                grid, district = loc.grid or loc.finest, loc.district
+            moved.place_code, moved.district_code = grid, district
+            why = admit([moved])[0] if admit is not None else None
+            if why is not None:
+                raise why
+            with self.sessions() as s:
+                s.execute(update(DeviceRow).where(DeviceRow.id == d.id).values(
+                    lon=moved.lon, lat=moved.lat, place_code=grid, district_code=district))
+                s.commit()
+            d.lon, d.lat, d.place_code, d.district_code = moved.lon, moved.lat, grid, district
+            return d
+
     def delete_device(self, code: str) -> None:
         """Devices are retired (status inactive), never forgotten: their alarms and readings stay."""
         self.update_device(code, status=DeviceStatus.INACTIVE.value)
