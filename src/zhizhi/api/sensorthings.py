@@ -233,6 +233,23 @@ class Sta:
                 [self.feature(self.s.devices[di])]
         return out if many else out[0]
 
+    def catalogue_entry(self, es: str, ref: Any) -> str:
+        """The device type (Sensors) or quantity (ObservedProperties) a client's reference names: by @iot.id,
+        by name, or (quantities) by definition. Sensors and ObservedProperties are the scene catalogue's."""
+        codes = self.types if es == "Sensors" else self.quantities
+        if isinstance(ref, dict):
+            if "@iot.id" in ref:
+                i = _int(ref["@iot.id"]) - 1
+                if 0 <= i < len(codes):
+                    return codes[i]
+            for name in (ref.get("name"), str(ref.get("definition") or "").rsplit(":", 1)[-1]):
+                if name in codes:
+                    return str(name)
+        kind = "Sensor" if es == "Sensors" else "ObservedProperty"
+        zh = "设备类型" if es == "Sensors" else "监测量"
+        raise ValidationFailed(f"未知的 {kind}（{zh}），由场景目录定义 / unknown {kind}: {es} are the catalogue's "
+                               f"(ZHIZHI_SENSING_FILE); use one of them", allowed=codes)
+
     def walk(self, segs: list[tuple[str, Any]]) -> tuple[str, Any, Any]:
         """Follow a resource path as this caller sees it: ("node", entity set, entity | list | None for the whole
         set) or ("property", name, value); `NotFound` for anything unknown or outside the scope."""
@@ -434,7 +451,20 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
         if segs == [("Things", None)]:
             require(principal, "manage_devices")
             body = await _json_body(request)
-            entity = await asyncio.to_thread(_create_thing, api, body)
+            entity = await asyncio.to_thread(_create_thing, api, _object(body))
+        elif segs in ([("Sensors", None)], [("ObservedProperties", None)]):
+            # the catalogue's: a client that creates one it needs gets the existing entry of that name
+            require(principal, "manage_devices")
+            body = _object(await _json_body(request))
+            es = segs[0][0]
+            code = api.catalogue_entry(es, {"name": body.get("name"), "definition": body.get("definition")})
+            i = (api.types if es == "Sensors" else api.quantities).index(code)
+            entity = api.sensor(i) if es == "Sensors" else api.observed_property(i)
+        elif segs == [("Datastreams", None)] or (len(segs) == 2 and segs[0][0] == "Things"
+                                                  and segs[1] == ("Datastreams", None)):
+            require(principal, "manage_devices")
+            body = _object(await _json_body(request))
+            entity = await asyncio.to_thread(_create_datastream, api, segs[0][1], body)
         elif len(segs) == 2 and segs[0][0] == "Things" and segs[1] == ("Locations", None):
             # a new Location for a Thing: the device has moved
             require(principal, "manage_devices")
@@ -451,7 +481,8 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
             entity = await asyncio.to_thread(_create_observation, api, body)
         else:
             return JSONResponse({"type": "about:blank", "title": "Not implemented", "status": 501,
-                                 "detail": f"创建 {path} 尚不支持 / creating {path} is not supported: Things and "
+                                 "detail": f"创建 {path} 尚不支持 / creating {path} is not supported: Things, "
+                                           "Locations of a Thing, Datastreams, Sensors, ObservedProperties and "
                                            "Observations can be created"}, status_code=501,
                                 media_type="application/problem+json")
         return JSONResponse(entity, status_code=201, headers={"Location": entity["@iot.selfLink"]})
@@ -529,13 +560,57 @@ def _create_thing(api: Sta, body: dict[str, Any]) -> dict[str, Any]:
         lon, lat = locs[0]["location"]["coordinates"][:2]
     except (IndexError, KeyError, TypeError):
         raise ValidationFailed("Thing 需要一个 Point 位置 / a Thing needs one Location with a GeoJSON Point") from None
-    device = Device(code=str(body.get("name", "")), type=str(props.get("type", "")), scene=str(props.get("scene", "")),
+    kind = str(props.get("type") or _type_of_datastreams(api, body.get("Datastreams")) or "")
+    scene = str(props.get("scene") or _only_scene(api, kind) or "")
+    device = Device(code=str(body.get("name", "")), type=kind, scene=scene,
                     lon=float(lon), lat=float(lat), model=str(props.get("model", "")),
                     name=str(body.get("description", "")), department_code=props.get("department_code"))
     (result,) = api.scoped.register([device])
     if isinstance(result, DomainError):
         raise result
     return api.thing(result)
+
+
+def _type_of_datastreams(api: Sta, streams: Any) -> str | None:
+    """A standard client's deep insert names no device type: it follows from the Datastreams' Sensor."""
+    if not isinstance(streams, list):
+        return None
+    kinds = {api.catalogue_entry("Sensors", ds.get("Sensor")) for ds in streams if isinstance(ds, dict)}
+    if len(kinds) != 1:
+        raise ValidationFailed("Thing 的 Datastreams 须指向同一个 Sensor（设备类型）/ the Datastreams of a Thing "
+                               "must share one Sensor (its device type)", allowed=api.types)
+    kind = kinds.pop()
+    measured = set(api.s.catalogue.device_types[kind].quantities)
+    for ds in streams:
+        q = api.catalogue_entry("ObservedProperties", ds.get("ObservedProperty"))
+        if q not in measured:
+            raise ValidationFailed(f"设备类型 {kind} 不测量 {q} / a {kind} does not measure {q}",
+                                   allowed=sorted(measured))
+    return kind
+
+
+def _only_scene(api: Sta, kind: str) -> str | None:
+    """The scene of a device type when the catalogue has exactly one for it (else the client must name it)."""
+    scenes = {r.scene for r in api.s.catalogue.rules if r.device_type == kind}
+    return scenes.pop() if len(scenes) == 1 else None
+
+
+def _create_datastream(api: Sta, thing_id: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """A Datastream of a Thing: its device type decides which exist, so this links the client to the existing
+    one for the ObservedProperty (and checks the Sensor), or says why there is none."""
+    if thing_id is None:
+        thing_id = (body.get("Thing") or {}).get("@iot.id") if isinstance(body.get("Thing"), dict) else None
+    if thing_id is None:
+        raise ValidationFailed("Datastream 需要 Thing / a Datastream needs its Thing (by @iot.id)")
+    di, d = api._device_by_id(thing_id)
+    q = api.catalogue_entry("ObservedProperties", body.get("ObservedProperty"))
+    if body.get("Sensor") is not None and api.catalogue_entry("Sensors", body["Sensor"]) != d.type:
+        raise ValidationFailed(f"Thing {thing_id} 的 Sensor 是 {d.type} / the Thing's Sensor is {d.type}")
+    sid = int(api.s.ds[di, api.s.qindex[q]])
+    if sid < 0:
+        raise ValidationFailed(f"设备类型 {d.type} 不测量 {q} / a {d.type} does not measure {q}",
+                               allowed=list(api.s.catalogue.device_types[d.type].quantities))
+    return api.datastream(sid, di, q)
 
 
 def _reading(api: Sta, sid: int, time: Any, result: Any) -> dict[str, Any]:
