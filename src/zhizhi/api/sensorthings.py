@@ -445,7 +445,9 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
 
         api = sta(request, principal)
         segs = _parse_path(path)
-        parent = segs if segs and segs[-1][1] is not None else segs[:-1]
+        if not segs or segs[0][0] not in SETS:
+            raise NotFound(f"未知实体集 / unknown entity set: {path[:60]}")
+        parent = segs if segs[-1][1] is not None else segs[:-1]
         if parent:  # what the path names must exist for the caller before anything else is looked at
             await asyncio.to_thread(api.walk, parent)
         if segs == [("Things", None)]:
@@ -480,11 +482,13 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
                 body = {**_object(body), "Datastream": {"@iot.id": segs[0][1]}}
             entity = await asyncio.to_thread(_create_observation, api, body)
         else:
-            return JSONResponse({"type": "about:blank", "title": "Not implemented", "status": 501,
-                                 "detail": f"创建 {path} 尚不支持 / creating {path} is not supported: Things, "
-                                           "Locations of a Thing, Datastreams, Sensors, ObservedProperties and "
-                                           "Observations can be created"}, status_code=501,
-                                media_type="application/problem+json")
+            # a known resource that this server does not create (it follows from the catalogue or the device):
+            # 405, a client error, not a server fault
+            return JSONResponse({"type": "about:blank", "title": "Method Not Allowed", "status": 405,
+                                 "detail": f"创建 {path[:60]} 尚不支持 / creating {path[:60]} is not supported: "
+                                           "Things, Locations of a Thing, Datastreams, Sensors, ObservedProperties "
+                                           "and Observations can be created"}, status_code=405,
+                                headers={"Allow": "GET"}, media_type="application/problem+json")
         return JSONResponse(entity, status_code=201, headers={"Location": entity["@iot.selfLink"]})
 
     @app.patch(ROOT + "/{path:path}", operation_id="sta_update", tags=["sensorthings"])
