@@ -2,15 +2,19 @@
 
 - every route is either declared public or depends on `current_principal` (a route that is neither fails);
 - every non-public route answers 401 problem+json without credentials;
-- every route whose path names a case (`{case_id}`) answers 404 to principals of another street, another
-  department or another grid, for every method, with a body generated from the route's own schema;
-- no list route (GET without path parameters) shows a case outside the caller's scope.
+- every route whose path names a scoped thing (a case, a record, a device, an alarm, a SensorThings entity)
+  answers 404 to principals of another street, another department or another grid, for every method, with a
+  body generated from the route's own schema;
+- no list route (GET without path parameters, and every SensorThings collection with $expand and $count) shows
+  a case, device, alarm or reading outside the caller's scope.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -21,8 +25,16 @@ from fastapi.testclient import TestClient
 from zhizhi.api.app import create_app
 from zhizhi.api.deps import PUBLIC_PATHS, current_principal
 
-#: Path parameters that name a scoped thing (a case, a community record); each gets an out-of-scope id.
-SCOPED_PARAMS = {"case_id", "record_id"}
+#: Path parameters that name a scoped thing (a case, a community record, a device, an alarm, a SensorThings
+#: resource path); each gets out-of-scope values (a list: every value is probed).
+SCOPED_PARAMS = {"case_id", "record_id", "device_code", "alarm_id", "path"}
+STA = "/sta/v1.1"
+#: Every SensorThings collection, expanded down to the readings, with counts.
+STA_LISTS = [f"{STA}/{es}?$count=true&$expand={ex}" for es, ex in [
+    ("Things", "Datastreams($count=true;$expand=Observations),Locations,HistoricalLocations"),
+    ("Locations", "Things"), ("HistoricalLocations", "Thing"), ("Datastreams", "Thing,Observations"),
+    ("Sensors", "Datastreams($count=true)"), ("ObservedProperties", "Datastreams($count=true)"),
+    ("Observations", "Datastream,FeatureOfInterest"), ("FeaturesOfInterest", "Observations")]]
 #: Streaming routes (server-sent events) never end, so they are probed for auth only, never for content.
 STREAMING = {"/api/v1/stream"}
 
@@ -96,8 +108,9 @@ def world(app: Any) -> Iterator[dict[str, Any]]:
         assert r.status_code == 201, r.text
         case = r.json()["case"]
         assert case["location"]["street"]["code"] == "500103001"
+        # another department than the case's, the methane detector's owner and the alarm case's (enforcement)
         other_dept = next(d["code"] for d in c.get("/api/v1/catalogue/departments", headers=admin).json()
-                          if d["code"] != case["department_code"])
+                          if d["code"] not in (case["department_code"], "utilities", "enforcement"))
         outsiders = {
             "dispatcher of another street": login_headers(c, app, "disp_b", ("dispatcher",), ("500103002",)),
             "dispatcher of another district": login_headers(c, app, "disp_d", ("dispatcher",), ("500105",)),
@@ -110,9 +123,43 @@ def world(app: Any) -> Iterator[dict[str, Any]]:
             "kind": "person", "external_id": "scope-a-p1", "name": "赵大爷", "community_code": "500103001001",
             "tags": ["独居老人"], "fields": {"note": SECRET, "phone": "13900001111"}})
         assert rec.status_code == 201, rec.text
-        ids = {"case_id": str(case["id"]), "record_id": str(rec.json()["id"])}
+        sensing = _sensing_in_street_a(c, app, admin)
+        ids: dict[str, str | list[str]] = {"case_id": str(case["id"]), "record_id": str(rec.json()["id"]),
+                                           **sensing}
         yield {"client": c, "app": app, "case": case, "outsiders": outsiders, "insider": insider, "admin": admin,
                "ids": ids}
+
+
+def _sensing_in_street_a(c: TestClient, app: Any, admin: dict[str, str]) -> dict[str, str | list[str]]:
+    """A methane detector in street A (owned by the gas utility), a reading that raises an alarm (and its case),
+    and the ids of everything that makes visible: the device, the alarm, every SensorThings entity."""
+    r = c.post("/api/v1/devices", headers=admin, json={
+        "code": "scope-a-m1", "name": f"化粪池 {SECRET}", "type": "methane_detector", "scene": "septic_tank",
+        "lon": 106.52, "lat": 29.52, "department_code": "utilities"})
+    assert r.status_code == 201, r.text
+    device = r.json()["items"][0]
+    assert device["place_code"].startswith("500103001")
+    at = (app.clock.now() - timedelta(minutes=1)).isoformat()
+    rep = c.post("/api/v1/observations", headers=admin,
+                 json=[{"device": "scope-a-m1", "quantity": "methane", "value": 30.0, "time": at}]).json()
+    assert rep["accepted"] == 1 and len(rep["alarms_raised"]) == 1, rep
+    sid = c.get("/api/v1/devices/scope-a-m1/observations", params={"quantity": "methane"},
+                headers=admin).json()["datastream_id"]
+    obs = c.get(f"{STA}/Datastreams({sid})/Observations", headers=admin).json()["value"][0]["@iot.id"]
+    thing = device["id"]
+    paths = [f"Things({thing})", f"Locations({thing})", f"HistoricalLocations({thing})",
+             f"FeaturesOfInterest({thing})", f"Datastreams({sid})", f"Observations('{obs}')",
+             f"Things({thing})/Datastreams", f"Datastreams({sid})/Observations", f"Observations('{obs}')/Datastream"]
+    return {"device_code": "scope-a-m1", "alarm_id": str(rep["alarms_raised"][0]), "path": paths}
+
+
+def _urls(path: str, ids: dict[str, Any]) -> list[str]:
+    """The route's path with every parameter filled, once per combination of the scoped values."""
+    names = re.findall(r"\{([^}:]+)(?::[^}]*)?\}", path)
+    choices = [ids.get(n, "1") for n in names]
+    parts = re.split(r"\{[^}]+\}", path)
+    return ["".join(p + v for p, v in zip(parts, [*combo, ""], strict=True))
+            for combo in itertools.product(*[c if isinstance(c, list) else [c] for c in choices])]
 
 
 def test_every_route_is_public_or_authenticated(app: Any) -> None:
@@ -150,20 +197,25 @@ def test_case_routes_answer_404_out_of_scope(world: dict[str, Any]) -> None:
         params = set(re.findall(r"\{([^}:.]+)", route.path))
         if not params & SCOPED_PARAMS or _streaming(route.path) or route.path in PUBLIC_PATHS:
             continue
-        url = route.path
-        for name in params:
-            url = url.replace("{" + name + "}", ids.get(name, "1"))
-        for method in sorted(route.methods - {"HEAD", "OPTIONS"}):
-            body = _body_for(route, method, spec)
-            for who, headers in world["outsiders"].items():
-                r = c.request(method, url, headers=headers, json=body)
-                assert r.status_code == 404, (who, method, route.path, r.status_code, r.text)
-                assert SECRET not in r.text
-            if method == "GET":  # the same request inside the scope finds the case
-                assert c.request(method, url, headers=world["insider"]).status_code == 200, route.path
-            probed.add((method, route.path))
+        for url in _urls(route.path, ids):
+            for method in sorted(route.methods - {"HEAD", "OPTIONS"}):
+                body = _body_for(route, method, spec)
+                for who, headers in world["outsiders"].items():
+                    r = c.request(method, url, headers=headers, json=body)
+                    assert r.status_code == 404, (who, method, url, r.status_code, r.text)
+                    assert SECRET not in r.text, (who, method, url)
+                if method == "GET":  # the same request inside the scope finds the thing
+                    assert c.request(method, url, headers=world["insider"]).status_code == 200, url
+                probed.add((method, route.path))
     assert {("GET", "/api/v1/cases/{case_id}"), ("POST", "/api/v1/cases/{case_id}/actions"),
-            ("GET", "/api/v1/records/{record_id}"), ("PATCH", "/api/v1/records/{record_id}")} <= probed
+            ("GET", "/api/v1/records/{record_id}"), ("PATCH", "/api/v1/records/{record_id}"),
+            ("GET", "/api/v1/devices/{device_code}"), ("DELETE", "/api/v1/devices/{device_code}"),
+            ("POST", "/api/v1/alarms/{alarm_id}/acknowledge"), ("GET", STA + "/{path:path}"),
+            ("PATCH", STA + "/{path:path}"), ("POST", STA + "/{path:path}")} <= probed
+    # nothing was changed by the outsiders: the alarm is still raised, the device still active
+    alarm = c.get(f"/api/v1/alarms/{ids['alarm_id']}", headers=world["admin"]).json()
+    assert alarm["state"] == "raised" and alarm["acknowledged_by"] is None
+    assert c.get("/api/v1/devices/scope-a-m1", headers=world["admin"]).json()["status"] == "active"
 
 
 def test_list_routes_hide_out_of_scope_cases(world: dict[str, Any]) -> None:
@@ -177,10 +229,20 @@ def test_list_routes_hide_out_of_scope_cases(world: dict[str, Any]) -> None:
             assert r.status_code in (200, 403, 404, 422), (who, route.path, r.status_code, r.text)
             assert SECRET not in r.text and "scope-a" not in r.text, (who, route.path)
         listed += 1
-    assert listed >= 5
+    for url in STA_LISTS:
+        for who, headers in world["outsiders"].items():
+            r = c.get(url, headers=headers)
+            assert r.status_code in (200, 403), (who, url, r.status_code, r.text)
+            assert SECRET not in r.text and "scope-a" not in r.text, (who, url)
+            if r.status_code == 200 and not url.startswith((f"{STA}/Sensors", f"{STA}/ObservedProperties")):
+                assert r.json()["@iot.count"] == 0, (who, url)
+        listed += 1
+    assert listed >= 5 + len(STA_LISTS)
     # the same list shows the case to its own street: the probe can see a leak
     assert SECRET in c.get("/api/v1/cases", headers=world["insider"]).text
     assert SECRET in c.get("/api/v1/records", headers=world["insider"]).text
+    for url in ("/api/v1/devices", "/api/v1/alarms", *STA_LISTS):
+        assert "scope-a" in c.get(url, headers=world["insider"]).text, url
 
 
 def test_a_repeated_source_id_does_not_reveal_another_streets_case(world: dict[str, Any]) -> None:

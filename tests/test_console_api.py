@@ -131,6 +131,11 @@ def test_screens_see_only_events_in_their_scope() -> None:
     assert visible_to(dept, "case", case), "the department's own case, wherever it is"
     assert visible_to(city, "alarm", alarm) and visible_to(other, "alarm", alarm)
     assert not visible_to(street, "alarm", alarm)
+    # no places and no departments is the whole city only for roles that read cases or perception at all
+    citizen = Principal(5, "c", frozenset({"citizen"}))
+    assert not visible_to(citizen, "case", case) and not visible_to(citizen, "alarm", alarm)
+    integrator = Principal(6, "i", frozenset({"integrator"}), places=("500105",))
+    assert not visible_to(integrator, "case", case.replace("500103", "500105"))
 
 
 ANOTHER_PROCESS = """

@@ -114,4 +114,50 @@ def test_create_update_delete_and_data_array(client: TestClient, app: Any) -> No
     assert p.status_code == 200 and p.json()["description"] == "新描述" and p.json()["properties"]["model"] == "GX-2"
     assert client.delete(f"{STA}/Things({thing['@iot.id']})").status_code == 200
     assert client.get(f"{STA}/Things({thing['@iot.id']})").json()["properties"]["status"] == "inactive"
-    assert client.post(f"{STA}/Sensors", json={"name": "x"}).status_code == 501
+    assert client.post(f"{STA}/Sensors", json={"name": "x"}).status_code == 422  # not in the catalogue
+    assert client.post(f"{STA}/FeaturesOfInterest", json={"name": "x"}).status_code == 405
+    assert client.post(f"{STA}/Nothing", json={"name": "x"}).status_code == 404
+
+
+def test_a_standard_client_creates_sensor_property_thing_datastream_then_observes(client: TestClient,
+                                                                                   app: Any) -> None:
+    """The usual client sequence: POST Sensor, ObservedProperty, Thing with Datastreams, Datastream, Observation.
+    Sensors and ObservedProperties are the catalogue's, so the client is given the entries it names."""
+    sensor = client.post(f"{STA}/Sensors", json={"name": "water_gauge", "encodingType": "text/plain",
+                                                 "metadata": "radar", "description": "水位计"})
+    assert sensor.status_code == 201 and sensor.json()["name"] == "water_gauge", sensor.text
+    assert sensor.headers["Location"].endswith(f"/Sensors({sensor.json()['@iot.id']})")
+    prop = client.post(f"{STA}/ObservedProperties", json={"name": "积水深度",
+                                                          "definition": "urn:zhizhi:quantity:water_level"})
+    assert prop.status_code == 201 and prop.json()["name"] == "water_level", prop.text
+    sid, pid = sensor.json()["@iot.id"], prop.json()["@iot.id"]
+    thing = client.post(f"{STA}/Things", json={
+        "name": "W9", "description": "下穿道积水",
+        "Locations": [{"name": "p", "encodingType": "application/geo+json",
+                       "location": {"type": "Point", "coordinates": [106.62, 29.55]}}],
+        "Datastreams": [{"name": "水位", "unitOfMeasurement": {"name": "cm", "symbol": "cm", "definition": "x"},
+                         "observationType": "OM_Measurement", "Sensor": {"@iot.id": sid},
+                         "ObservedProperty": {"@iot.id": pid}}]})
+    assert thing.status_code == 201, thing.text
+    props = thing.json()["properties"]
+    assert props["type"] == "water_gauge" and props["scene"] == "waterlogging"  # the only scene of the type
+    tid = thing.json()["@iot.id"]
+    ds = client.post(f"{STA}/Datastreams", json={
+        "name": "水位", "unitOfMeasurement": {"symbol": "cm"}, "Thing": {"@iot.id": tid},
+        "Sensor": {"@iot.id": sid}, "ObservedProperty": {"name": "water_level"}})
+    assert ds.status_code == 201 and ds.json()["name"] == "W9/water_level", ds.text
+    listed = client.get(f"{STA}/Things({tid})/Datastreams").json()["value"]
+    assert [d["@iot.id"] for d in listed] == [ds.json()["@iot.id"]]  # linked to the one stream, not a second
+    t = (app.clock.now() - timedelta(minutes=1)).isoformat()
+    obs = client.post(f"{STA}/Datastreams({ds.json()['@iot.id']})/Observations",
+                      json={"result": 12.0, "phenomenonTime": t})
+    assert obs.status_code == 201 and obs.json()["result"] == 12.0
+    # what the catalogue cannot give is refused with a reason
+    methane = client.get(f"{STA}/ObservedProperties", params={"$filter": "name eq 'methane'"}).json()["value"][0]
+    r = client.post(f"{STA}/Things({tid})/Datastreams", json={"ObservedProperty": {"@iot.id": methane["@iot.id"]}})
+    assert r.status_code == 422 and "methane" in r.text
+    r = client.post(f"{STA}/Things", json={
+        "name": "X1", "Locations": [{"location": {"type": "Point", "coordinates": [106.62, 29.55]}}],
+        "Datastreams": [{"Sensor": {"name": "water_gauge"}, "ObservedProperty": {"name": "methane"}}]})
+    assert r.status_code == 422
+    assert client.post(f"{STA}/ObservedProperties", json={"name": "colour"}).status_code == 422

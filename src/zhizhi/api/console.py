@@ -35,7 +35,7 @@ from fastapi.staticfiles import StaticFiles
 from zhizhi.adapters.live_feed import AlarmEntry, CaseEntry, LiveFeed
 from zhizhi.api.deps import CurrentPrincipal, declare_public
 from zhizhi.api.problems import jsonable
-from zhizhi.domain.access import Principal
+from zhizhi.domain.access import Principal, may
 from zhizhi.domain.errors import NotFound, ValidationFailed
 
 if TYPE_CHECKING:
@@ -246,9 +246,12 @@ def _fields(event: Any) -> dict[str, Any]:
 def visible_to(principal: Principal, kind: str, data: str) -> bool:
     """Whether a screen of `principal` may see this event (分权分域): cases inside its places or departments.
 
-    A principal without places and departments sees the whole city. Alarms are checked by their grid and the
-    places above it (`area_codes`, added by the hub).
+    A principal without places and departments sees the whole city, if its role may read cases (case events) or
+    perception (alarm events) at all: a citizen's or an integrator's screen gets neither. Alarms are checked by
+    their grid and the places above it (`area_codes`, added by the hub).
     """
+    if not may(principal, "read_sensing" if kind == "alarm" else "read_cases"):
+        return False
     if not principal.places and not principal.departments:
         return True
     payload = json.loads(data)

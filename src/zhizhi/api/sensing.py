@@ -3,6 +3,9 @@
 `POST /api/v1/observations` takes a JSON array, one object, or NDJSON, gzip allowed;
 it answers 200 with per-item reasons for every refused reading (the others are
 stored), so a partly bad batch never loses its good readings.
+
+Every route goes through `ScopedSensing` (sensing/scope.py): the caller's role decides what it may do and its
+scope which devices and alarms exist for it; a device or alarm outside the scope answers 404 like an unknown one.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from zhizhi.api.deps import MAX_INT, CurrentPrincipal
 from zhizhi.domain.alarms import Alarm
 from zhizhi.domain.devices import Device, DeviceStatus
 from zhizhi.domain.errors import DomainError, ValidationFailed
+from zhizhi.sensing.scope import ScopedSensing
 
 if TYPE_CHECKING:
     from zhizhi.service.bootstrap import Zhizhi
@@ -36,6 +40,8 @@ class DeviceIn(BaseModel):
 
 class DevicePatch(BaseModel):
     status: str | None = None
+    lon: float | None = Field(None, description="a new position (with lat): the device is located again")
+    lat: float | None = None
     rule_overrides: dict[str, dict[str, Any]] | None = None
     department_code: str | None = None
     name: str | None = None
@@ -69,6 +75,8 @@ def alarm_out(a: Alarm) -> dict[str, Any]:
 
 #: Bounded so that no database integer overflows (422, not a server error).
 AlarmId = Annotated[int, Path(ge=1, le=MAX_INT)]
+#: A device's code (the registry's column is 64 characters).
+DeviceCode = Annotated[str, Path(min_length=1, max_length=64)]
 
 
 def install(app: FastAPI, zz: Zhizhi) -> None:
@@ -82,12 +90,9 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
                      area: str | None = None, status: str | None = None,
                      offset: Annotated[int, Query(ge=0)] = 0,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
-        items = [d for d in sensing.devices
-                 if (scene is None or d.scene == scene) and (type is None or d.type == type)
-                 and (area is None or (d.place_code or "").startswith(area))
-                 and (status is None or d.status.value == status)]
-        return {"total": len(items), "offset": offset, "limit": limit,
-                "items": [device_out(sensing.device(d.code)) for d in items[offset:offset + limit]]}
+        items, total = ScopedSensing(sensing, principal).list_devices(
+            scene=scene, type=type, area=area, status=status, offset=offset, limit=limit)
+        return {"total": total, "offset": offset, "limit": limit, "items": [device_out(d) for d in items]}
 
     @app.post("/api/v1/devices", operation_id="register_devices", tags=["sensing"], status_code=201)
     def register_devices(body: DeviceIn | list[DeviceIn], principal: CurrentPrincipal) -> dict[str, Any]:
@@ -103,49 +108,57 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
             devices.append(Device(code=b.code, type=b.type, scene=b.scene, lon=b.lon, lat=b.lat, model=b.model,
                                   name=b.name, department_code=b.department_code, status=status,
                                   rule_overrides=b.rule_overrides))
-        results = sensing.register(devices)
+        results = ScopedSensing(sensing, principal).register(devices)
         if not many and isinstance(results[0], DomainError):
             raise results[0]
         out = [device_out(r) if isinstance(r, Device) else {"error": r.code, "detail": r.message, **{
             k: v for k, v in r.details.items() if isinstance(v, str | list)}} for r in results]
         return {"registered": sum(isinstance(r, Device) for r in results), "items": out}
 
-    @app.get("/api/v1/devices/{code}", operation_id="get_device", tags=["sensing"])
-    def get_device(code: str, principal: CurrentPrincipal) -> dict[str, Any]:
-        return {**device_out(sensing.device(code)), "latest": sensing.latest(code)}
+    @app.get("/api/v1/devices/{device_code}", operation_id="get_device", tags=["sensing"])
+    def get_device(device_code: DeviceCode, principal: CurrentPrincipal) -> dict[str, Any]:
+        scoped = ScopedSensing(sensing, principal)
+        return {**device_out(scoped.device(device_code)), "latest": scoped.latest(device_code)}
 
-    @app.patch("/api/v1/devices/{code}", operation_id="update_device", tags=["sensing"])
-    def patch_device(code: str, body: DevicePatch, principal: CurrentPrincipal) -> dict[str, Any]:
+    @app.patch("/api/v1/devices/{device_code}", operation_id="update_device", tags=["sensing"])
+    def patch_device(device_code: DeviceCode, body: DevicePatch, principal: CurrentPrincipal) -> dict[str, Any]:
         if body.status is not None and body.status not in {s.value for s in DeviceStatus}:
             raise ValidationFailed(f"未知状态 {body.status!r} / unknown status",
                                    allowed=[s.value for s in DeviceStatus])
-        return device_out(sensing.update_device(code, **body.model_dump(exclude_none=True)))
+        changes = body.model_dump(exclude_none=True)
+        return device_out(ScopedSensing(sensing, principal).update_device(device_code, **changes))
 
-    @app.delete("/api/v1/devices/{code}", operation_id="retire_device", tags=["sensing"])
-    def retire_device(code: str, principal: CurrentPrincipal) -> dict[str, Any]:
-        sensing.delete_device(code)
-        return device_out(sensing.device(code))
+    @app.delete("/api/v1/devices/{device_code}", operation_id="retire_device", tags=["sensing"])
+    def retire_device(device_code: DeviceCode, principal: CurrentPrincipal) -> dict[str, Any]:
+        return device_out(ScopedSensing(sensing, principal).retire_device(device_code))
 
-    @app.get("/api/v1/devices/{code}/observations", operation_id="device_observations", tags=["sensing"])
-    def device_observations(code: str, quantity: str, principal: CurrentPrincipal,
+    @app.get("/api/v1/devices/{device_code}/observations", operation_id="device_observations", tags=["sensing"])
+    def device_observations(device_code: DeviceCode, principal: CurrentPrincipal,
+                            quantity: Annotated[str | None, Query(description=(
+                                "one measured quantity; every quantity of the device when left out"))] = None,
                             limit: Annotated[int, Query(ge=1, le=10000)] = 100) -> dict[str, Any]:
         from zhizhi.sensing.ingest import ms_to_dt
 
-        i = sensing.index.get(code)
-        sensing.device(code)
-        qi = sensing.qindex.get(quantity)
-        if i is None or qi is None or sensing.ds[i, qi] < 0:
-            raise ValidationFailed(f"设备 {code} 不测量 {quantity!r} / the device does not measure this")
-        rows = sensing.store.series(int(sensing.ds[i, qi]), limit=limit)
-        return {"device": code, "quantity": quantity, "datastream_id": int(sensing.ds[i, qi]),
-                "items": [{"time": ms_to_dt(t).isoformat(), "value": v} for t, v in rows]}
+        scoped = ScopedSensing(sensing, principal)
+        quantities = [quantity] if quantity else scoped.quantities(device_code)
+        items, sid = [], None
+        for q in quantities:
+            sid, rows = scoped.series(device_code, q, limit)
+            items.extend({"time": ms_to_dt(t).isoformat(), "value": v, "quantity": q} for t, v in rows)
+        items.sort(key=lambda x: x["time"], reverse=True)
+        return {"device": device_code, "quantity": quantity, "datastream_id": sid if quantity else None,
+                "items": items[:limit]}
 
     @app.post("/api/v1/observations", operation_id="ingest_observations", tags=["sensing"])
     async def ingest_observations(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
         import asyncio
 
+        from zhizhi.domain.access import require
+
+        require(principal, "ingest_observations")  # before reading a body the caller may not send
         body = await request.body()
-        report = await asyncio.to_thread(sensing.ingest_body, body, request.headers.get("content-type", ""),
+        report = await asyncio.to_thread(ScopedSensing(sensing, principal).ingest_body, body,
+                                         request.headers.get("content-type", ""),
                                          request.headers.get("content-encoding", ""))
         return report.as_dict()
 
@@ -158,27 +171,32 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
         if state and state not in ("raised", "acknowledged", "cleared", "active"):
             raise ValidationFailed(f"未知状态 {state!r} / unknown state",
                                    allowed=["raised", "acknowledged", "cleared", "active"])
-        items, total = sensing.alarms(state=state, scene=scene, device=device, area=area, offset=offset,
-                                      limit=limit)
+        items, total = ScopedSensing(sensing, principal).alarms(state=state, scene=scene, device=device,
+                                                                area=area, offset=offset, limit=limit)
         return {"total": total, "offset": offset, "limit": limit, "items": [alarm_out(a) for a in items]}
 
     @app.get("/api/v1/alarms/{alarm_id}", operation_id="get_alarm", tags=["sensing"])
     def get_alarm(alarm_id: AlarmId, principal: CurrentPrincipal) -> dict[str, Any]:
-        return alarm_out(sensing.alarm(alarm_id))
+        return alarm_out(ScopedSensing(sensing, principal).alarm(alarm_id))
 
     @app.post("/api/v1/alarms/{alarm_id}/acknowledge", operation_id="acknowledge_alarm", tags=["sensing"])
     def acknowledge_alarm(alarm_id: AlarmId, principal: CurrentPrincipal,
                           body: AlarmStepIn | None = None) -> dict[str, Any]:
-        sensing.acknowledge(alarm_id, principal.username, body.note if body else "")
-        return alarm_out(sensing.alarm(alarm_id))
+        scoped = ScopedSensing(sensing, principal)
+        scoped.acknowledge(alarm_id, body.note if body else "")
+        return alarm_out(scoped.alarm(alarm_id))
 
     @app.post("/api/v1/alarms/{alarm_id}/clear", operation_id="clear_alarm", tags=["sensing"])
     def clear_alarm(alarm_id: AlarmId, principal: CurrentPrincipal, body: AlarmStepIn | None = None) -> dict[str, Any]:
-        sensing.clear(alarm_id, principal.username, body.note if body else "")
-        return alarm_out(sensing.alarm(alarm_id))
+        scoped = ScopedSensing(sensing, principal)
+        scoped.clear(alarm_id, body.note if body else "")
+        return alarm_out(scoped.alarm(alarm_id))
 
     @app.get("/api/v1/sensing/catalogue", operation_id="sensing_catalogue", tags=["sensing"])
     def sensing_catalogue(principal: CurrentPrincipal) -> dict[str, Any]:
+        from zhizhi.domain.access import require
+
+        require(principal, "read_sensing")
         c = sensing.catalogue
         return {
             "quantities": {k: {"name_zh": q.name_zh, "unit": q.unit, "min": q.min, "max": q.max}

@@ -6,11 +6,19 @@ ObservedProperty; one quantity of one device a Datastream; a stored reading an O
 '<datastream>-<epoch ms>'. Query options: $filter, $expand (nested, with options), $select, $orderby, $top,
 $skip, $count; paging with @iot.nextLink. Creating: Things (deep insert of Locations; the Datastreams follow
 from the device type), Observations, and the dataArray extension at /CreateObservations — readings go through
-the same validated ingest as every other path. PATCH and DELETE on Things (DELETE retires the device).
+the same validated ingest as every other path. PATCH and DELETE on Things (DELETE retires the device). A device
+that moves gets its new position by PATCH of its Thing (with Locations), Location or FeatureOfInterest, or by
+POST Things(id)/Locations; it is located again in the place hierarchy.
+
+Everything is seen through the caller's sensing scope (`ScopedSensing`): collections, navigation, $expand and
+$count hold only the devices (and their datastreams and observations) in scope; an entity outside it answers
+404 like an unknown one; creating needs `manage_devices` (Things) or `ingest_observations` (Observations).
+Sensors and ObservedProperties are the catalogue (device types and quantities), the same for every reader.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -18,9 +26,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from zhizhi.api.deps import CurrentPrincipal
+from zhizhi.domain.access import Principal, require
 from zhizhi.domain.devices import Device
 from zhizhi.domain.errors import DomainError, NotFound, ValidationFailed
 from zhizhi.sensing.odata import compile_filter, order
+from zhizhi.sensing.scope import ScopedSensing
 
 if TYPE_CHECKING:
     from zhizhi.service.bootstrap import Zhizhi
@@ -46,13 +56,24 @@ OBS_SCAN = 10_000  # top-level /Observations reads at most this many recent rows
 
 
 class Sta:
-    """Builds entity dicts from the sensing service and answers queries on them."""
+    """Builds entity dicts from the sensing service, as one principal may see them, and answers queries."""
 
-    def __init__(self, zz: Zhizhi, base: str) -> None:
+    def __init__(self, zz: Zhizhi, base: str, principal: Principal) -> None:
         self.s = zz.sensing
+        self.scoped = ScopedSensing(self.s, principal)
         self.base = base.rstrip("/") + ROOT
         self.types = list(self.s.catalogue.device_types)
         self.quantities = list(self.s.catalogue.quantities)
+        self._mask: Any = False  # computed on first use: None = the whole city
+
+    def _in_scope(self) -> list[int]:
+        """Indices of the devices in the caller's scope (one SQL query per request)."""
+        if self._mask is False:
+            self._mask = self.scoped.device_mask()
+        n = len(self.s.devices)
+        if self._mask is None:
+            return list(range(n))
+        return [i for i in self._mask.nonzero()[0].tolist() if i < n]
 
     # ---------------------------------------------------------------- entities
     def _links(self, es: str, key: Any, body: dict[str, Any]) -> dict[str, Any]:
@@ -108,15 +129,16 @@ class Sta:
 
     # ---------------------------------------------------------------- access
     def _device_by_id(self, key: Any) -> tuple[int, Device]:
-        for i, d in enumerate(self.s.devices):
-            if d.id == _int(key):
-                return i, d
+        ident = _int(key)
+        for i in self._in_scope():
+            if self.s.devices[i].id == ident:
+                return i, self.s.devices[i]
         raise NotFound(f"实体不存在 / no entity with id {key}")
 
     def _streams(self) -> list[tuple[int, int, str]]:
         rows = []
-        for di, row in enumerate(self.s.ds.tolist()):
-            for qi, sid in enumerate(row):
+        for di in self._in_scope():
+            for qi, sid in enumerate(self.s.ds[di].tolist()):
                 if sid >= 0:
                     rows.append((sid, di, self.s.engine.quantities[qi]))
         return rows
@@ -129,7 +151,7 @@ class Sta:
         raise NotFound(f"Datastream {key} 不存在 / not found")
 
     def collection(self, es: str) -> list[dict[str, Any]]:
-        devs = self.s.devices
+        devs = [self.s.devices[i] for i in self._in_scope()]
         if es == "Things":
             return [self.thing(d) for d in devs]
         if es == "Locations":
@@ -145,11 +167,7 @@ class Sta:
         if es == "Datastreams":
             return [self.datastream(*st) for st in self._streams()]
         if es == "Observations":
-            with self.s.db.connect() as conn:
-                rows = conn.exec_driver_sql(
-                    "SELECT datastream_id, phenomenon_time, result FROM sensing_observations "
-                    f"ORDER BY phenomenon_time DESC LIMIT {OBS_SCAN}").fetchall()
-            return [self.observation(int(a), int(b), float(c)) for a, b, c in rows]
+            return [self.observation(a, b, c) for a, b, c in self.scoped.recent_observations(OBS_SCAN)]
         raise NotFound(f"未知实体集 {es} / unknown entity set")
 
     def one(self, es: str, key: Any) -> dict[str, Any]:
@@ -167,6 +185,8 @@ class Sta:
             return self.datastream(*self._stream(key))
         if es == "Observations":
             sid, t = _obs_key(key)
+            if sid not in {st[0] for st in self._streams()}:  # outside the scope: as unknown
+                raise NotFound(f"Observation {key} 不存在 / not found")
             rows = self.s.store.series(sid, t, t, limit=1)
             if not rows:
                 raise NotFound(f"Observation {key} 不存在 / not found")
@@ -200,6 +220,7 @@ class Sta:
             else:
                 out = [self.observed_property(self.quantities.index(q))]
         elif es in ("Sensors", "ObservedProperties"):
+            self.one(es, key)  # an unknown id is 404, not an index error
             i = _int(key) - 1
             if es == "Sensors":
                 out = [self.datastream(*st) for st in self._streams() if self.s.devices[st[1]].type == self.types[i]]
@@ -211,6 +232,48 @@ class Sta:
             out = [self.datastream(*self._stream(sid))] if target == "Datastreams" else \
                 [self.feature(self.s.devices[di])]
         return out if many else out[0]
+
+    def catalogue_entry(self, es: str, ref: Any) -> str:
+        """The device type (Sensors) or quantity (ObservedProperties) a client's reference names: by @iot.id,
+        by name, or (quantities) by definition. Sensors and ObservedProperties are the scene catalogue's."""
+        codes = self.types if es == "Sensors" else self.quantities
+        if isinstance(ref, dict):
+            if "@iot.id" in ref:
+                i = _int(ref["@iot.id"]) - 1
+                if 0 <= i < len(codes):
+                    return codes[i]
+            for name in (ref.get("name"), str(ref.get("definition") or "").rsplit(":", 1)[-1]):
+                if name in codes:
+                    return str(name)
+        kind = "Sensor" if es == "Sensors" else "ObservedProperty"
+        zh = "设备类型" if es == "Sensors" else "监测量"
+        raise ValidationFailed(f"未知的 {kind}（{zh}），由场景目录定义 / unknown {kind}: {es} are the catalogue's "
+                               f"(ZHIZHI_SENSING_FILE); use one of them", allowed=codes)
+
+    def walk(self, segs: list[tuple[str, Any]]) -> tuple[str, Any, Any]:
+        """Follow a resource path as this caller sees it: ("node", entity set, entity | list | None for the whole
+        set) or ("property", name, value); `NotFound` for anything unknown or outside the scope."""
+        if not segs or segs[0][0] not in SETS:
+            raise NotFound(f"未知实体集 {segs[0][0] if segs else ''} / unknown entity set")
+        es, key = segs[0]
+        cur_set = es
+        node: Any = self.one(es, key) if key is not None else None
+        for nav, nkey in segs[1:]:
+            if node is None:
+                raise NotFound("路径无效 / invalid path")
+            if nav in NAV[cur_set]:
+                target, _ = NAV[cur_set][nav]
+                node = self.related(cur_set, node["@iot.id"], nav)
+                cur_set = target
+                if nkey is not None and isinstance(node, list):
+                    node = next((n for n in node if str(n["@iot.id"]) == str(nkey)), None)
+                    if node is None:
+                        raise NotFound("实体不存在 / not found")
+            elif isinstance(node, dict) and nav in node:  # a property, e.g. Things(1)/name
+                return "property", nav, node[nav]
+            else:
+                raise NotFound(f"{cur_set} 没有 {nav} / no property or navigation {nav}")
+        return "node", cur_set, node
 
     # ---------------------------------------------------------------- query options
     def query(self, es: str, items: list[dict[str, Any]], opts: dict[str, str], url: str) -> dict[str, Any]:
@@ -332,8 +395,8 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
     if zz.sensing is None:
         return
 
-    def sta(request: Request) -> Sta:
-        return Sta(zz, str(request.base_url))
+    def sta(request: Request, principal: Principal) -> Sta:
+        return Sta(zz, str(request.base_url), principal)
 
     @app.get(ROOT, operation_id="sta_root", tags=["sensorthings"])
     def root(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
@@ -351,40 +414,27 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
     async def create_observations(request: Request, principal: CurrentPrincipal) -> JSONResponse:
         import asyncio
 
+        require(principal, "ingest_observations")
         body = await _json_body(request)
-        return JSONResponse(await asyncio.to_thread(_data_array, sta(request), body), status_code=201)
+        return JSONResponse(await asyncio.to_thread(_data_array, sta(request, principal), body), status_code=201)
 
     @app.get(ROOT + "/{path:path}", operation_id="sta_get", tags=["sensorthings"])
     def get(path: str, request: Request, principal: CurrentPrincipal) -> Any:
-        api = sta(request)
+        api = sta(request, principal)
         segs = _parse_path(path)
         opts = {k: v for k, v in request.query_params.items() if k.startswith("$")}
         value_only = bool(segs) and segs[-1][0] == "$value"
         if value_only:
             segs = segs[:-1]
-        es, key = segs[0]
-        if es not in SETS:
-            raise NotFound(f"未知实体集 {es} / unknown entity set")
-        cur_set = es
-        node: Any = api.one(es, key) if key is not None else None
-        for nav, nkey in segs[1:]:
-            if node is None:
-                raise NotFound("路径无效 / invalid path")
-            if nav in NAV[cur_set]:
-                target, _ = NAV[cur_set][nav]
-                node = api.related(cur_set, node["@iot.id"], nav)
-                cur_set = target
-                if nkey is not None and isinstance(node, list):
-                    node = next((n for n in node if str(n["@iot.id"]) == str(nkey)), None)
-                    if node is None:
-                        raise NotFound("实体不存在 / not found")
-            elif isinstance(node, dict) and nav in node:  # a property, e.g. Things(1)/name
-                return {nav: node[nav]} if not value_only else Response(str(node[nav]), media_type="text/plain")
-            else:
-                raise NotFound(f"{cur_set} 没有 {nav} / no property or navigation {nav}")
+        walked = api.walk(segs)  # out of scope: 404, whoever asks
+        require(principal, "read_sensing")
+        if walked[0] == "property":
+            _, name, value = walked
+            return {name: value} if not value_only else Response(str(value), media_type="text/plain")
+        _, cur_set, node = walked
         url = str(request.url).split("?")[0]
         if node is None:
-            return api.query(es, api.collection(es), opts, url)
+            return api.query(cur_set, api.collection(cur_set), opts, url)
         if isinstance(node, list):
             return api.query(cur_set, node, opts, url)
         return api.shape(cur_set, node, opts)
@@ -393,45 +443,118 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
     async def create(path: str, request: Request, principal: CurrentPrincipal) -> JSONResponse:
         import asyncio
 
-        body = await _json_body(request)
-        api = sta(request)
+        api = sta(request, principal)
         segs = _parse_path(path)
+        if not segs or segs[0][0] not in SETS:
+            raise NotFound(f"未知实体集 / unknown entity set: {path[:60]}")
+        parent = segs if segs[-1][1] is not None else segs[:-1]
+        if parent:  # what the path names must exist for the caller before anything else is looked at
+            await asyncio.to_thread(api.walk, parent)
         if segs == [("Things", None)]:
-            entity = await asyncio.to_thread(_create_thing, api, body)
+            require(principal, "manage_devices")
+            body = await _json_body(request)
+            entity = await asyncio.to_thread(_create_thing, api, _object(body))
+        elif segs in ([("Sensors", None)], [("ObservedProperties", None)]):
+            # the catalogue's: a client that creates one it needs gets the existing entry of that name
+            require(principal, "manage_devices")
+            body = _object(await _json_body(request))
+            es = segs[0][0]
+            code = api.catalogue_entry(es, {"name": body.get("name"), "definition": body.get("definition")})
+            i = (api.types if es == "Sensors" else api.quantities).index(code)
+            entity = api.sensor(i) if es == "Sensors" else api.observed_property(i)
+        elif segs == [("Datastreams", None)] or (len(segs) == 2 and segs[0][0] == "Things"
+                                                  and segs[1] == ("Datastreams", None)):
+            require(principal, "manage_devices")
+            body = _object(await _json_body(request))
+            entity = await asyncio.to_thread(_create_datastream, api, segs[0][1], body)
+        elif len(segs) == 2 and segs[0][0] == "Things" and segs[1] == ("Locations", None):
+            # a new Location for a Thing: the device has moved
+            require(principal, "manage_devices")
+            body = _object(await _json_body(request))
+            _, d = api._device_by_id(segs[0][1])
+            lon, lat = _point(body.get("location"))
+            await asyncio.to_thread(api.scoped.update_device, d.code, lon=lon, lat=lat)
+            entity = api.location(d)
         elif segs[-1] == ("Observations", None) and (len(segs) == 1 or segs[0][0] == "Datastreams"):
+            require(principal, "ingest_observations")
+            body = await _json_body(request)
             if len(segs) == 2:
-                body = {**body, "Datastream": {"@iot.id": segs[0][1]}}
+                body = {**_object(body), "Datastream": {"@iot.id": segs[0][1]}}
             entity = await asyncio.to_thread(_create_observation, api, body)
         else:
-            return JSONResponse({"type": "about:blank", "title": "Not implemented", "status": 501,
-                                 "detail": f"创建 {path} 尚不支持 / creating {path} is not supported: Things and "
-                                           "Observations can be created"}, status_code=501,
-                                media_type="application/problem+json")
+            # a known resource that this server does not create (it follows from the catalogue or the device):
+            # 405, a client error, not a server fault
+            return JSONResponse({"type": "about:blank", "title": "Method Not Allowed", "status": 405,
+                                 "detail": f"创建 {path[:60]} 尚不支持 / creating {path[:60]} is not supported: "
+                                           "Things, Locations of a Thing, Datastreams, Sensors, ObservedProperties "
+                                           "and Observations can be created"}, status_code=405,
+                                headers={"Allow": "GET"}, media_type="application/problem+json")
         return JSONResponse(entity, status_code=201, headers={"Location": entity["@iot.selfLink"]})
 
     @app.patch(ROOT + "/{path:path}", operation_id="sta_update", tags=["sensorthings"])
     async def patch(path: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
-        body = await _json_body(request)
-        api = sta(request)
+        import asyncio
+
+        api = sta(request, principal)
         segs = _parse_path(path)
-        if len(segs) != 1 or segs[0][0] != "Things" or segs[0][1] is None:
-            raise ValidationFailed("只能更新 Things / only Things can be updated")
+        await asyncio.to_thread(api.walk, segs)  # out of scope or unknown: 404 before the body is read
+        movable = ("Things", "Locations", "FeaturesOfInterest")
+        if len(segs) != 1 or segs[0][0] not in movable or segs[0][1] is None:
+            raise ValidationFailed("只能更新 Things、Locations、FeaturesOfInterest / only Things, Locations and "
+                                   "FeaturesOfInterest can be updated (the rest follows from the catalogue)")
+        require(principal, "manage_devices")
+        body = _object(await _json_body(request))
+        es = segs[0][0]
         _, d = api._device_by_id(segs[0][1])
+        if es == "Locations" and "location" in body:
+            lon, lat = _point(body["location"])
+            await asyncio.to_thread(api.scoped.update_device, d.code, lon=lon, lat=lat)
+            return api.location(d)
+        if es == "FeaturesOfInterest" and "feature" in body:
+            lon, lat = _point(body["feature"])
+            await asyncio.to_thread(api.scoped.update_device, d.code, lon=lon, lat=lat)
+            return api.feature(d)
+        if es != "Things":
+            raise ValidationFailed(f"{es} 只能更新位置 / only the position of a {es} can be updated")
         props = body.get("properties") or {}
-        zz.sensing.update_device(d.code, name=body.get("description"), status=props.get("status"),
-                                 department_code=props.get("department_code"), model=props.get("model"),
-                                 rule_overrides=props.get("rule_overrides"))
+        moved: dict[str, float] = {}
+        if body.get("Locations"):
+            locs = body["Locations"]
+            moved = dict(zip(("lon", "lat"), _point(locs[0].get("location") if isinstance(locs, list)
+                                                   and isinstance(locs[0], dict) else None), strict=True))
+        await asyncio.to_thread(functools.partial(
+            api.scoped.update_device, d.code, name=body.get("description"), status=props.get("status"),
+            department_code=props.get("department_code"), model=props.get("model"),
+            rule_overrides=props.get("rule_overrides"), **moved))
         return api.thing(zz.sensing.device(d.code))
 
     @app.delete(ROOT + "/{path:path}", operation_id="sta_delete", tags=["sensorthings"])
     def delete(path: str, request: Request, principal: CurrentPrincipal) -> Response:
-        api = sta(request)
+        api = sta(request, principal)
         segs = _parse_path(path)
+        api.walk(segs)
         if len(segs) != 1 or segs[0][0] != "Things" or segs[0][1] is None:
             raise ValidationFailed("只能删除（停用）Things / only Things can be deleted (retired)")
         _, d = api._device_by_id(segs[0][1])
-        zz.sensing.delete_device(d.code)
+        api.scoped.retire_device(d.code)
         return Response(status_code=200)
+
+
+def _point(geometry: Any) -> tuple[float, float]:
+    """(lon, lat) of a GeoJSON Point, or a clear 400."""
+    try:
+        if geometry["type"] != "Point":
+            raise ValueError
+        lon, lat = (float(x) for x in geometry["coordinates"][:2])
+        return lon, lat
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise ValidationFailed("位置应为 GeoJSON Point / the location must be a GeoJSON Point") from None
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ValidationFailed("请求体应为 JSON 对象 / the body must be a JSON object")
+    return body
 
 
 def _create_thing(api: Sta, body: dict[str, Any]) -> dict[str, Any]:
@@ -441,13 +564,57 @@ def _create_thing(api: Sta, body: dict[str, Any]) -> dict[str, Any]:
         lon, lat = locs[0]["location"]["coordinates"][:2]
     except (IndexError, KeyError, TypeError):
         raise ValidationFailed("Thing 需要一个 Point 位置 / a Thing needs one Location with a GeoJSON Point") from None
-    device = Device(code=str(body.get("name", "")), type=str(props.get("type", "")), scene=str(props.get("scene", "")),
+    kind = str(props.get("type") or _type_of_datastreams(api, body.get("Datastreams")) or "")
+    scene = str(props.get("scene") or _only_scene(api, kind) or "")
+    device = Device(code=str(body.get("name", "")), type=kind, scene=scene,
                     lon=float(lon), lat=float(lat), model=str(props.get("model", "")),
                     name=str(body.get("description", "")), department_code=props.get("department_code"))
-    (result,) = api.s.register([device])
+    (result,) = api.scoped.register([device])
     if isinstance(result, DomainError):
         raise result
     return api.thing(result)
+
+
+def _type_of_datastreams(api: Sta, streams: Any) -> str | None:
+    """A standard client's deep insert names no device type: it follows from the Datastreams' Sensor."""
+    if not isinstance(streams, list):
+        return None
+    kinds = {api.catalogue_entry("Sensors", ds.get("Sensor")) for ds in streams if isinstance(ds, dict)}
+    if len(kinds) != 1:
+        raise ValidationFailed("Thing 的 Datastreams 须指向同一个 Sensor（设备类型）/ the Datastreams of a Thing "
+                               "must share one Sensor (its device type)", allowed=api.types)
+    kind = kinds.pop()
+    measured = set(api.s.catalogue.device_types[kind].quantities)
+    for ds in streams:
+        q = api.catalogue_entry("ObservedProperties", ds.get("ObservedProperty"))
+        if q not in measured:
+            raise ValidationFailed(f"设备类型 {kind} 不测量 {q} / a {kind} does not measure {q}",
+                                   allowed=sorted(measured))
+    return kind
+
+
+def _only_scene(api: Sta, kind: str) -> str | None:
+    """The scene of a device type when the catalogue has exactly one for it (else the client must name it)."""
+    scenes = {r.scene for r in api.s.catalogue.rules if r.device_type == kind}
+    return scenes.pop() if len(scenes) == 1 else None
+
+
+def _create_datastream(api: Sta, thing_id: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """A Datastream of a Thing: its device type decides which exist, so this links the client to the existing
+    one for the ObservedProperty (and checks the Sensor), or says why there is none."""
+    if thing_id is None:
+        thing_id = (body.get("Thing") or {}).get("@iot.id") if isinstance(body.get("Thing"), dict) else None
+    if thing_id is None:
+        raise ValidationFailed("Datastream 需要 Thing / a Datastream needs its Thing (by @iot.id)")
+    di, d = api._device_by_id(thing_id)
+    q = api.catalogue_entry("ObservedProperties", body.get("ObservedProperty"))
+    if body.get("Sensor") is not None and api.catalogue_entry("Sensors", body["Sensor"]) != d.type:
+        raise ValidationFailed(f"Thing {thing_id} 的 Sensor 是 {d.type} / the Thing's Sensor is {d.type}")
+    sid = int(api.s.ds[di, api.s.qindex[q]])
+    if sid < 0:
+        raise ValidationFailed(f"设备类型 {d.type} 不测量 {q} / a {d.type} does not measure {q}",
+                               allowed=list(api.s.catalogue.device_types[d.type].quantities))
+    return api.datastream(sid, di, q)
 
 
 def _reading(api: Sta, sid: int, time: Any, result: Any) -> dict[str, Any]:
@@ -468,7 +635,7 @@ def _create_observation(api: Sta, body: dict[str, Any]) -> dict[str, Any]:
     reading = _reading(api, _int(ds), body.get("phenomenonTime"), body.get("result"))
     if reading["time"] is None:
         reading["time"] = dt_to_ms(api.s.ctx.clock.now())
-    report = api.s.ingest([reading])
+    report = api.scoped.ingest([reading])
     if report.accepted != 1:
         e = report.errors[0] if report.errors else {"reason": "refused", "detail": ""}
         raise ValidationFailed(f"读数被拒绝 / observation refused: {e['reason']} {e.get('detail', '')}",
@@ -501,7 +668,7 @@ def _data_array(api: Sta, body: list[dict[str, Any]]) -> list[str]:
                 meta.append((sid, r["time"]))
             except (ValueError, IndexError, TypeError, DomainError):
                 meta.append(None)
-    report = api.s.ingest(readings)
+    report = api.scoped.ingest(readings)
     refused = {e["index"] for e in report.errors}
     out: list[str] = []
     k = 0

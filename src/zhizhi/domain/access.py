@@ -68,28 +68,40 @@ SYSTEM_PRINCIPAL = Principal(user_id=None, username="system", roles=frozenset({"
 # Roles (分权)
 # --------------------------------------------------------------------------------------------
 #: Role codes, most powerful first.
-ROLES: tuple[str, ...] = ("admin", "leader", "dispatcher", "auditor", "handler", "grid_worker", "citizen")
+ROLES: tuple[str, ...] = ("admin", "leader", "dispatcher", "auditor", "handler", "grid_worker", "integrator",
+                          "citizen")
 ROLE_ZH = {"admin": "系统管理员", "leader": "领导/督查", "dispatcher": "调度员", "auditor": "审计员",
-           "handler": "部门处置人员", "grid_worker": "网格员", "citizen": "市民"}
+           "handler": "部门处置人员", "grid_worker": "网格员", "integrator": "系统对接/集成商", "citizen": "市民"}
 
 _CASE_ACTIONS_ALL = frozenset({
     "register", "reject", "dispatch", "accept", "return", "reassign", "handle", "verify", "evaluate",
     "escalate", "suspend", "resume", "supervise", "reopen", "locate", "categorise",
 })
 
+#: Perception rights (感知): reading devices, readings and alarms; acknowledging or clearing an alarm by hand;
+#: registering, changing and retiring devices; posting readings. Each is further limited by the sensing scope.
+_SENSING_ALL = frozenset({"read_sensing", "acknowledge_alarms", "manage_devices", "ingest_observations"})
+
 #: Which permissions each role has. Case-loop actions use the action code; other rights are named.
+#: Perception: the people on duty (dispatcher, leader, the owning department's handler) read and acknowledge
+#: alarms in their places; the auditor and the grid worker only read; devices are registered and changed by
+#: the administrator and by the integrator that connects them (系统对接), which also posts their readings.
 PERMISSIONS: dict[str, frozenset[str]] = {
-    "admin": _CASE_ACTIONS_ALL | {"report", "read_cases", "unmask", "manage_users", "read_audit",
-                                  "read_records", "edit_records", "unmask_records"},
-    "leader": frozenset({"read_cases", "supervise", "escalate", "reopen", "verify", "read_records"}),
+    "admin": _CASE_ACTIONS_ALL | _SENSING_ALL | {"report", "read_cases", "unmask", "manage_users", "read_audit",
+                                                 "read_records", "edit_records", "unmask_records"},
+    "leader": frozenset({"read_cases", "supervise", "escalate", "reopen", "verify", "read_records",
+                         "read_sensing", "acknowledge_alarms"}),
     "dispatcher": frozenset({"report", "read_cases", "unmask", "register", "reject", "dispatch", "reassign",
                              "escalate", "supervise", "verify", "evaluate", "reopen", "locate", "categorise",
-                             "suspend", "resume", "read_records", "edit_records", "unmask_records"}),
-    "auditor": frozenset({"read_cases", "read_audit", "read_records"}),
+                             "suspend", "resume", "read_records", "edit_records", "unmask_records",
+                             "read_sensing", "acknowledge_alarms"}),
+    "auditor": frozenset({"read_cases", "read_audit", "read_records", "read_sensing"}),
     "handler": frozenset({"read_cases", "unmask", "accept", "return", "handle", "suspend", "resume",
-                          "escalate"}),
+                          "escalate", "read_sensing", "acknowledge_alarms"}),
     "grid_worker": frozenset({"report", "read_cases", "unmask", "accept", "return", "handle", "escalate",
-                              "locate", "categorise", "read_records", "edit_records", "unmask_records"}),
+                              "locate", "categorise", "read_records", "edit_records", "unmask_records",
+                              "read_sensing"}),
+    "integrator": frozenset({"read_sensing", "ingest_observations", "manage_devices"}),
     "citizen": frozenset({"report"}),
 }
 
@@ -172,6 +184,27 @@ def scope_of(principal: Principal) -> Scope:
     if not places:
         return NO_SCOPE
     return Scope(places=places, departments=departments)
+
+
+def sensing_scope_of(principal: Principal) -> Scope:
+    """Which devices (and their datastreams, readings and alarms) a principal sees: 感知分域.
+
+    A device is in scope when its grid lies under one of the scope's places and its owner department is one of
+    the scope's departments (each limit only when given, as for cases). City-level roles without places see the
+    whole city; a handler needs departments (it sees its department's devices); an integrator needs places or
+    departments (the devices it connects); a grid worker needs places. Anyone else sees no device.
+    """
+    perms = permissions(principal)
+    if not perms.intersection(_SENSING_ALL):
+        return NO_SCOPE
+    places, departments = tuple(principal.places), tuple(principal.departments)
+    if principal.has_role(*CITY_WIDE_WHEN_UNSCOPED) and not principal.has_role("handler"):
+        return Scope(places=places, departments=departments)
+    if principal.has_role("handler"):
+        return Scope(places=places, departments=departments) if departments else NO_SCOPE
+    if principal.has_role("integrator"):
+        return Scope(places=places, departments=departments) if places or departments else NO_SCOPE
+    return Scope(places=places, departments=departments) if places else NO_SCOPE
 
 
 def allowed_case_actions(principal: Principal, state_allowed: Iterable[str]) -> list[str]:

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -149,8 +149,13 @@ class SensingService:
             seen = d.last_seen or d.registered_at
             self.engine.add_device(d.type, d.scene, d.rule_overrides, ing.dt_to_ms(seen) if seen else 0)
 
-    def register(self, devices: Iterable[Device]) -> list[Device | DomainError]:
-        """Validate, locate in the place hierarchy, store with one datastream per quantity."""
+    def register(self, devices: Iterable[Device],
+                 admit: Callable[[list[Device]], list[DomainError | None]] | None = None,
+                 ) -> list[Device | DomainError]:
+        """Validate, locate in the place hierarchy, store with one datastream per quantity.
+
+        `admit`, given the located devices, answers None for each one the caller may register or the reason
+        it may not (a scoped caller's check, which needs the place the device was located in)."""
         now = self.ctx.clock.now()
         out: list[Device | DomainError] = []
         fresh: list[Device] = []
@@ -173,6 +178,10 @@ class SensingService:
                 out.append(d)
             except DomainError as exc:
                 out.append(exc)
+        if admit is not None and fresh:
+            refused = {id(d): why for d, why in zip(fresh, admit(fresh), strict=True) if why is not None}
+            out = [refused.get(id(r), r) if isinstance(r, Device) else r for r in out]
+            fresh = [d for d in fresh if id(d) not in refused]
         if not fresh:
             return out
         with self.lock, self.sessions() as s:
@@ -283,6 +292,31 @@ class SensingService:
                     s.commit()
             return d
 
+    def move_device(self, code: str, lon: float, lat: float,
+                    admit: Callable[[list[Device]], list[DomainError | None]] | None = None) -> Device:
+        """A device taken to a new position (a camera remounted): located again, so its grid and the scope that
+        sees it follow the move. `admit` is a scoped caller's check of the new position, as at registration."""
+        from dataclasses import replace
+
+        with self.lock:
+            d = self.device(code)
+            moved = replace(d, lon=float(lon), lat=float(lat))
+            validate_device(moved, self.catalogue.device_types, self.catalogue.scenes)
+            (grid,), (district,) = self._locate_many([moved])
+            if grid is None:
+                loc = self.ctx.gazetteer.locate_point(moved.lon, moved.lat)
+                grid, district = loc.grid or loc.finest, loc.district
+            moved.place_code, moved.district_code = grid, district
+            why = admit([moved])[0] if admit is not None else None
+            if why is not None:
+                raise why
+            with self.sessions() as s:
+                s.execute(update(DeviceRow).where(DeviceRow.id == d.id).values(
+                    lon=moved.lon, lat=moved.lat, place_code=grid, district_code=district))
+                s.commit()
+            d.lon, d.lat, d.place_code, d.district_code = moved.lon, moved.lat, grid, district
+            return d
+
     def delete_device(self, code: str) -> None:
         """Devices are retired (status inactive), never forgotten: their alarms and readings stay."""
         self.update_device(code, status=DeviceStatus.INACTIVE.value)
@@ -292,8 +326,13 @@ class SensingService:
                     now: datetime | None = None) -> IngestReport:
         return self.ingest(ing.decode_body(body, content_type, content_encoding), now=now)
 
-    def ingest(self, items: list[Any], now: datetime | None = None, offset: int = 0) -> IngestReport:
-        """Validate, store, evaluate; per-item reasons for what is refused."""
+    def ingest(self, items: list[Any], now: datetime | None = None, offset: int = 0,
+               admit: Callable[[], np.ndarray] | None = None) -> IngestReport:
+        """Validate, store, evaluate; per-item reasons for what is refused.
+
+        `admit` (a scoped caller's): called under the lock once new devices are loaded, it answers for each
+        device index whether the caller may post for it; readings of the others are refused as unknown devices,
+        the same answer as for a device that does not exist."""
         now = now or self.ctx.clock.now()
         now_ms = ing.dt_to_ms(now)
         cols = ing.flatten(items, offset)
@@ -317,6 +356,8 @@ class SensingService:
             # Checked in order; the first failing check is the reason given.
             reason[(dev == -2) | (q == -2) | bad_v | bad_t] = ing.MALFORMED
             reason[(reason == 0) & (dev == -1)] = ing.UNKNOWN_DEVICE
+            if admit is not None and (reason == 0).any():
+                reason[(reason == 0) & ~admit()[np.maximum(dev, 0)]] = ing.UNKNOWN_DEVICE
             reason[(reason == 0) & (q == -1)] = ing.UNKNOWN_QUANTITY
             ok = reason == 0
             dsafe, qsafe = np.where(ok, dev, 0), np.where(ok, q, 0)
@@ -530,8 +571,7 @@ class SensingService:
 
     def alarms(self, *, state: str | None = None, scene: str | None = None, device: str | None = None,
                area: str | None = None, offset: int = 0, limit: int = 50) -> tuple[list[Alarm], int]:
-        from sqlalchemy import func
-
+        """Every alarm, unscoped (the system's view; callers with a principal use `sensing.scope`)."""
         stmt = select(AlarmRow)
         if state:
             if state == "active":
@@ -544,6 +584,12 @@ class SensingService:
             stmt = stmt.where(AlarmRow.device_code == device)
         if area:
             stmt = stmt.where(AlarmRow.grid_code.startswith(area))
+        return self.alarm_page(stmt, offset, limit)
+
+    def alarm_page(self, stmt: Any, offset: int, limit: int) -> tuple[list[Alarm], int]:
+        """One page of a SELECT of alarms, newest first, and how many it selects."""
+        from sqlalchemy import func
+
         with self.sessions() as s:
             total = s.scalar(select(func.count()).select_from(stmt.subquery())) or 0
             rows = s.scalars(stmt.order_by(AlarmRow.id.desc()).offset(offset).limit(limit)).all()

@@ -120,6 +120,9 @@ def _validate_scope(zz: Zhizhi, roles: tuple[str, ...], places: tuple[str, ...],
         raise ValidationFailed("部门处置人员需要指定部门 / a handler needs a department", field="departments")
     if {"grid_worker"} & set(roles) and not places:
         raise ValidationFailed("网格员需要指定网格 / a grid worker needs places", field="places")
+    if "integrator" in roles and not places and not departments:
+        raise ValidationFailed("系统对接账号需要指定地点或部门 / an integrator needs places or departments",
+                               field="departments")
 
 
 def create_user(zz: Zhizhi, username: str, password: str | None, roles: tuple[str, ...] | list[str] = (),
