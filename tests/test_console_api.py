@@ -131,6 +131,11 @@ def test_screens_see_only_events_in_their_scope() -> None:
     assert visible_to(dept, "case", case), "the department's own case, wherever it is"
     assert visible_to(city, "alarm", alarm) and visible_to(other, "alarm", alarm)
     assert not visible_to(street, "alarm", alarm)
+    # a department's screen: alarms of the devices its department owns (in its places), not of others' devices
+    owned = alarm.replace('"alarm_id": 1,', '"alarm_id": 1, "department_code": "chengguan",')
+    assert visible_to(dept, "alarm", owned) and not visible_to(dept, "alarm", alarm)
+    only_dept = Principal(7, "d", frozenset({"handler"}), departments=("chengguan",))
+    assert visible_to(only_dept, "alarm", owned) and not visible_to(only_dept, "alarm", alarm)
     # no places and no departments is the whole city only for roles that read cases or perception at all
     citizen = Principal(5, "c", frozenset({"citizen"}))
     assert not visible_to(citizen, "case", case) and not visible_to(citizen, "alarm", alarm)

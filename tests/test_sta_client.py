@@ -23,7 +23,8 @@ TEST_PASSWORD = "Frost-client-2026!"
 
 
 def _service(http_server: str, app: Any, username: str = "sta-frost") -> fsc.SensorThingsService:
-    accounts.create_user(app, username, TEST_PASSWORD, ("admin",))
+    # What a sensor platform connects as: an integrator (系统对接) for the whole city, by API key.
+    accounts.create_user(app, username, TEST_PASSWORD, ("integrator",), ("500000",))
     key = create_api_key(app, username, "frost client")
     return fsc.SensorThingsService(f"{http_server}/sta/v1.1", auth_handler=fsc.AuthHandler(username, key))
 

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from zhizhi.adapters.orm import CaseEventRow
-from zhizhi.adapters.orm_sensing import AlarmRow, AlarmStepRow
+from zhizhi.adapters.orm_sensing import AlarmRow, AlarmStepRow, DeviceRow
 
 LOOKBACK = 512
 #: Alarm steps that screens show; repeats of an active alarm ("updated") only refresh it and are not pushed.
@@ -52,6 +52,7 @@ class AlarmEntry:
     lon: float | None
     lat: float | None
     case_id: int | None
+    department_code: str | None  # the device's owner: what a department's screen is checked against
 
 
 @dataclass
@@ -96,8 +97,8 @@ class LiveFeed:
                 .where(e.id > self._cases.lower_bound()).order_by(e.id).limit(self.batch + LOOKBACK)).all()
             alarm_rows = conn.execute(
                 select(s.id, s.action, s.at, a.id, a.device_id, a.device_code, a.rule_code, a.scene, a.severity,
-                       a.grid_code, a.lon, a.lat, a.case_id)
-                .join(a, a.id == s.alarm_id)
+                       a.grid_code, a.lon, a.lat, a.case_id, DeviceRow.department_code)
+                .join(a, a.id == s.alarm_id).outerjoin(DeviceRow, DeviceRow.id == a.device_id)
                 .where(s.id > self._alarms.lower_bound(), s.action.in_(ALARM_STEPS))
                 .order_by(s.id).limit(self.batch + LOOKBACK)).all()
         fresh_cases = set(self._cases.take([int(r[0]) for r in case_rows]))
@@ -109,4 +110,4 @@ class LiveFeed:
 
 def _alarm_fields(r: Any) -> tuple[Any, ...]:
     return (int(r[0]), r[1], r[2], int(r[3]), int(r[4]), r[5], r[6], r[7], r[8], r[9], r[10], r[11],
-            int(r[12]) if r[12] is not None else None)
+            int(r[12]) if r[12] is not None else None, r[13])

@@ -248,16 +248,17 @@ def visible_to(principal: Principal, kind: str, data: str) -> bool:
 
     A principal without places and departments sees the whole city, if its role may read cases (case events) or
     perception (alarm events) at all: a citizen's or an integrator's screen gets neither. Alarms are checked by
-    their grid and the places above it (`area_codes`, added by the hub).
+    their grid and the places above it (`area_codes`, added by the hub) and by the device's owner department.
     """
     if not may(principal, "read_sensing" if kind == "alarm" else "read_cases"):
         return False
     if not principal.places and not principal.departments:
         return True
     payload = json.loads(data)
-    if kind == "alarm":
+    if kind == "alarm":  # as the sensing scope: the device's grid under a place, and its owner a department
         codes = set(payload.get("area_codes") or [payload.get("grid_code")]) - {None}
-        return bool(codes.intersection(principal.places))
+        in_places = not principal.places or bool(codes.intersection(principal.places))
+        return in_places and (not principal.departments or payload.get("department_code") in principal.departments)
     case = payload.get("case") or {}
     codes = {case.get(k) for k in ("city", "district", "street", "community", "grid")} - {None}
     return bool(codes.intersection(principal.places)) or case.get("department_code") in principal.departments
