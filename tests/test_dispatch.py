@@ -203,3 +203,17 @@ def test_whistle_task_states() -> None:
         t.finish(T0, " ")
     t.finish(T0 + timedelta(hours=5), "已加固")
     assert all_done([t]) and not all_done([])
+
+
+def test_whistle_task_overdue_marked_once_per_deadline() -> None:
+    t = WhistleTask(1, 1, "housing", "排查", T0, "街道", report_by=T0 + timedelta(hours=2))
+    assert t.deadline == T0 + timedelta(hours=2)
+    assert not t.mark_overdue(T0 + timedelta(hours=1))  # not late yet
+    assert t.mark_overdue(T0 + timedelta(hours=3)) and t.overdue_since == T0 + timedelta(hours=3)
+    assert not t.mark_overdue(T0 + timedelta(hours=4))  # the same missed deadline is urged once
+    t.report_in(T0 + timedelta(hours=5), T0 + timedelta(hours=10))  # late, with its own deadline
+    assert t.overdue_since is None and t.deadline == T0 + timedelta(hours=10)
+    assert not t.mark_overdue(T0 + timedelta(hours=9))
+    assert t.mark_overdue(T0 + timedelta(hours=11))  # the new deadline missed: a new lateness
+    t.finish(T0 + timedelta(hours=12), "已加固")
+    assert t.deadline is None and not t.is_overdue(T0 + timedelta(days=9))
