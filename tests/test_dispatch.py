@@ -217,3 +217,37 @@ def test_whistle_task_overdue_marked_once_per_deadline() -> None:
     assert t.mark_overdue(T0 + timedelta(hours=11))  # the new deadline missed: a new lateness
     t.finish(T0 + timedelta(hours=12), "已加固")
     assert t.deadline is None and not t.is_overdue(T0 + timedelta(days=9))
+
+
+def test_fast_ngram_counts_equal_sklearns() -> None:
+    """The batch counters (packed n-gram keys, searchsorted) give exactly sklearn's counts, edge cases included:
+    empty texts, tabs, characters outside the basic plane, and n-grams that would run across two texts."""
+    from zhizhi.dispatch.model import _CharCounter, _SklearnCounter, _WordCounter
+
+    docs = [e.tokens for e in synthetic_examples()]
+    model = TextModel.fit(docs, [e.label for e in synthetic_examples()], {"min_df": 1})
+    f = model.features
+    probe = [*docs[::-1], "", "物业", "  ", "物业 乱收费\t\t房屋", "😀😀 物业 收费", "收费 物业", "费物"]
+    for fast, vocab, ngram, analyzer in ((_WordCounter, f.word_vocab, f.word_ngram, "word"),
+                                         (_CharCounter, f.char_vocab, f.char_ngram, "char")):
+        want = _SklearnCounter(vocab, ngram, analyzer).count(probe)
+        got = fast(vocab, ngram).count(probe)
+        assert want.sum() > 0 and got.shape == want.shape
+        assert abs(got - want).sum() == 0, analyzer
+    # Longer n-grams than the packed keys hold fall back to sklearn.
+    wide = TextModel.fit(docs, [e.label for e in synthetic_examples()], {"min_df": 1, "char_ngram": [2, 4],
+                                                                          "word_ngram": [1, 3]}).features
+    for fast, vocab, ngram, analyzer in ((_WordCounter, wide.word_vocab, (1, 3), "word"),
+                                         (_CharCounter, wide.char_vocab, (2, 4), "char")):
+        counter = fast(vocab, ngram)
+        assert not counter.packed
+        assert abs(counter.count(probe) - _SklearnCounter(vocab, ngram, analyzer).count(probe)).sum() == 0
+
+
+def test_user_dictionary_applies_to_the_segmenter() -> None:
+    """Department words of the user dictionary stay whole, and the Rust segmenter cuts like jieba."""
+    from zhizhi.dispatch.text import _jieba_segmenter, _segmenter
+
+    text = "A3区住房和城乡建设局和人社局不作为，街道办事处请回复"
+    assert "住房和城乡建设局" in _segmenter()(text) and "人社局" in _segmenter()(text)
+    assert _segmenter()(text) == _jieba_segmenter()(text)
