@@ -27,8 +27,17 @@ from zhizhi.dispatch.model import (
     softmax,
 )
 
-#: A segmented row is the twin of a raw row when their word sets are this similar (cosine).
+#: Two raw rows are the same message (the corpus sample and the raw subset overlap) when their word
+#: sets are this similar (cosine); such rows are kept in one fold.
 TWIN_SIMILARITY = 0.8
+#: A segmented row is the twin of a raw test row — the same message in the other form — when it is the
+#: raw row's most similar segmented row and their word sets have at least this cosine. The two forms
+#: differ more than two raw copies do: the segmented corpus was cut by another jieba setup with a long
+#: stop-word list, so a twin scores 0.5–0.9, not ≈ 1. At 0.8 only 1,569 of the 2,282 raw rows found
+#: their twin and cross-validation trained on the rest's answers (macro-F1 0.940 instead of ≈ 0.915);
+#: at 0.5, 2,269 do. A near-identical complaint by someone else is left out too, which only makes the
+#: figure more cautious.
+TWIN_MATCH_SIMILARITY = 0.5
 
 
 @dataclass
@@ -69,7 +78,7 @@ def cross_validate(examples: list[Example], folds: int = 5, params: dict[str, An
         b = normalize(vec.transform([pool[j] for j in best]))
         sims = np.asarray(a.multiply(b).sum(axis=1)).ravel()
         for q, (j, s) in enumerate(zip(best, sims, strict=True)):
-            if s >= TWIN_SIMILARITY:
+            if s >= TWIN_MATCH_SIMILARITY:
                 twins[scored[q]] = train_only[j]
     y = np.array([e.label for e in examples])
     labels = sorted(set(y.tolist()))
