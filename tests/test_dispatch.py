@@ -251,3 +251,23 @@ def test_user_dictionary_applies_to_the_segmenter() -> None:
     text = "A3区住房和城乡建设局和人社局不作为，街道办事处请回复"
     assert "住房和城乡建设局" in _segmenter()(text) and "人社局" in _segmenter()(text)
     assert _segmenter()(text) == _jieba_segmenter()(text)
+
+
+def test_cross_validation_finds_the_segmented_twin_of_a_raw_row() -> None:
+    """The same message in raw and in the corpus's segmented form differs by segmenter and stop list; its
+    twin must still be found (and left out of the fold that tests the raw row), an unrelated row not."""
+    from zhizhi.dispatch.text import tokens_segmented
+    from zhizhi.dispatch.training import find_twins
+
+    raw = "小区物业乱收费，房屋漏水开裂，多次联系物业无果"
+    twin = "小区 物业 乱 收费 房屋 漏水 开 裂 联系 物业 无果 尽快 解决 领导 严重"  # their cut, their stop list
+    other = "公司 拖欠 工资 半年 农民工 讨薪 无果"
+    examples = [Example(prepare(raw), "I06", raw=raw),
+                Example(" ".join(tokens_segmented(other)), "I10"),
+                Example(" ".join(tokens_segmented(twin)), "I06")]
+    a, b = set(examples[0].tokens.split()), set(examples[2].tokens.split())
+    cosine = len(a & b) / (len(a) * len(b)) ** 0.5
+    assert 0.5 <= cosine < 0.8  # a pair that the former 0.8 threshold missed
+    twins = find_twins(examples, np.array([0]), np.array([1, 2]))
+    assert twins.tolist() == [2, -1, -1]
+    assert find_twins(examples[:2], np.array([0]), np.array([1])).tolist() == [-1, -1]
