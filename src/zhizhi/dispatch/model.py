@@ -32,7 +32,7 @@ FORMAT = "zhizhi-dispatch-linear"
 FORMAT_VERSION = 1
 DEFAULT_PARAMS: dict[str, Any] = {
     "word_ngram": [1, 2], "char_ngram": [1, 3], "min_df": 2, "max_word_features": 150_000,
-    "max_char_features": 200_000, "C": 0.5, "precision_target": 0.95, "min_support": 10,
+    "max_char_features": 200_000, "C": 1.0, "precision_target": 0.95, "min_support": 10,
     "max_chars": MAX_CHARS,
 }
 
