@@ -184,6 +184,8 @@ class DispatchStore:
                      and_(WhistleTaskRow.state == TaskState.REPORTED.value, WhistleTaskRow.due_at < now))
         stmt = (select(WhistleTaskRow).where(WhistleTaskRow.overdue_since.is_(None), missed)
                 .order_by(WhistleTaskRow.case_id, WhistleTaskRow.id).limit(limit))
+        if self.session.get_bind().dialect.name == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True)  # two overdue jobs never urge the same task twice
         return [(r, _task(r)) for r in self.session.scalars(stmt)]
 
     @staticmethod
