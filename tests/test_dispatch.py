@@ -203,3 +203,71 @@ def test_whistle_task_states() -> None:
         t.finish(T0, " ")
     t.finish(T0 + timedelta(hours=5), "已加固")
     assert all_done([t]) and not all_done([])
+
+
+def test_whistle_task_overdue_marked_once_per_deadline() -> None:
+    t = WhistleTask(1, 1, "housing", "排查", T0, "街道", report_by=T0 + timedelta(hours=2))
+    assert t.deadline == T0 + timedelta(hours=2)
+    assert not t.mark_overdue(T0 + timedelta(hours=1))  # not late yet
+    assert t.mark_overdue(T0 + timedelta(hours=3)) and t.overdue_since == T0 + timedelta(hours=3)
+    assert not t.mark_overdue(T0 + timedelta(hours=4))  # the same missed deadline is urged once
+    t.report_in(T0 + timedelta(hours=5), T0 + timedelta(hours=10))  # late, with its own deadline
+    assert t.overdue_since is None and t.deadline == T0 + timedelta(hours=10)
+    assert not t.mark_overdue(T0 + timedelta(hours=9))
+    assert t.mark_overdue(T0 + timedelta(hours=11))  # the new deadline missed: a new lateness
+    t.finish(T0 + timedelta(hours=12), "已加固")
+    assert t.deadline is None and not t.is_overdue(T0 + timedelta(days=9))
+
+
+def test_fast_ngram_counts_equal_sklearns() -> None:
+    """The batch counters (packed n-gram keys, searchsorted) give exactly sklearn's counts, edge cases included:
+    empty texts, tabs, characters outside the basic plane, and n-grams that would run across two texts."""
+    from zhizhi.dispatch.model import _CharCounter, _SklearnCounter, _WordCounter
+
+    docs = [e.tokens for e in synthetic_examples()]
+    model = TextModel.fit(docs, [e.label for e in synthetic_examples()], {"min_df": 1})
+    f = model.features
+    probe = [*docs[::-1], "", "物业", "  ", "物业 乱收费\t\t房屋", "😀😀 物业 收费", "收费 物业", "费物"]
+    for fast, vocab, ngram, analyzer in ((_WordCounter, f.word_vocab, f.word_ngram, "word"),
+                                         (_CharCounter, f.char_vocab, f.char_ngram, "char")):
+        want = _SklearnCounter(vocab, ngram, analyzer).count(probe)
+        got = fast(vocab, ngram).count(probe)
+        assert want.sum() > 0 and got.shape == want.shape
+        assert abs(got - want).sum() == 0, analyzer
+    # Longer n-grams than the packed keys hold fall back to sklearn.
+    wide = TextModel.fit(docs, [e.label for e in synthetic_examples()], {"min_df": 1, "char_ngram": [2, 4],
+                                                                          "word_ngram": [1, 3]}).features
+    for fast, vocab, ngram, analyzer in ((_WordCounter, wide.word_vocab, (1, 3), "word"),
+                                         (_CharCounter, wide.char_vocab, (2, 4), "char")):
+        counter = fast(vocab, ngram)
+        assert not counter.packed
+        assert abs(counter.count(probe) - _SklearnCounter(vocab, ngram, analyzer).count(probe)).sum() == 0
+
+
+def test_user_dictionary_applies_to_the_segmenter() -> None:
+    """Department words of the user dictionary stay whole, and the Rust segmenter cuts like jieba."""
+    from zhizhi.dispatch.text import _jieba_segmenter, _segmenter
+
+    text = "A3区住房和城乡建设局和人社局不作为，街道办事处请回复"
+    assert "住房和城乡建设局" in _segmenter()(text) and "人社局" in _segmenter()(text)
+    assert _segmenter()(text) == _jieba_segmenter()(text)
+
+
+def test_cross_validation_finds_the_segmented_twin_of_a_raw_row() -> None:
+    """The same message in raw and in the corpus's segmented form differs by segmenter and stop list; its
+    twin must still be found (and left out of the fold that tests the raw row), an unrelated row not."""
+    from zhizhi.dispatch.text import tokens_segmented
+    from zhizhi.dispatch.training import find_twins
+
+    raw = "小区物业乱收费，房屋漏水开裂，多次联系物业无果"
+    twin = "小区 物业 乱 收费 房屋 漏水 开 裂 联系 物业 无果 尽快 解决 领导 严重"  # their cut, their stop list
+    other = "公司 拖欠 工资 半年 农民工 讨薪 无果"
+    examples = [Example(prepare(raw), "I06", raw=raw),
+                Example(" ".join(tokens_segmented(other)), "I10"),
+                Example(" ".join(tokens_segmented(twin)), "I06")]
+    a, b = set(examples[0].tokens.split()), set(examples[2].tokens.split())
+    cosine = len(a & b) / (len(a) * len(b)) ** 0.5
+    assert 0.5 <= cosine < 0.8  # a pair that the former 0.8 threshold missed
+    twins = find_twins(examples, np.array([0]), np.array([1, 2]))
+    assert twins.tolist() == [2, -1, -1]
+    assert find_twins(examples[:2], np.array([0]), np.array([1])).tolist() == [-1, -1]

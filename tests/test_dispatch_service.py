@@ -229,3 +229,66 @@ def test_server_refuses_a_tampered_model(settings: Settings, tiny_hierarchy: Pla
     assert zz.ctx.advisor.model is None  # runs on keywords, loudly
     zz.engine.dispose()
     assert isinstance(TextModel.load(model_file), TextModel)
+
+
+def test_overdue_job_supervises_whistle_departments_past_their_deadlines(client: TestClient) -> None:
+    """The real overdue job (CheckOverdue): a called department that does not report in within its window,
+    or does not finish by the deadline it committed to, is marked overdue once per deadline, the case
+    records 督办 naming it, the department gets a WhistleTaskOverdue message, and the whistle API shows it."""
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from zhizhi.adapters.orm import OutboxRow
+    from zhizhi.service.commands import CheckOverdue
+
+    zz = client.app.state.zz  # type: ignore[attr-defined]
+    t0 = zz.clock.now()
+    cid = report(client, "wo1", "小区物业乱收费", "房屋漏水开裂，物业乱收费")["id"]
+    r = client.post(f"/api/v1/cases/{cid}/whistle", json={"departments": ["housing", "market"],
+                                                          "reason": "街道无法单独解决，需住建和市场监管报到"})
+    assert r.status_code == 200, r.text
+    assert client.post(f"/api/v1/cases/{cid}/whistle/tasks/housing",
+                       json={"action": "report_in", "hours": 24}).status_code == 200
+
+    def job(hours: float) -> dict[str, int]:
+        zz.clock.fixed = t0 + timedelta(hours=hours)
+        client.headers.update(login_headers(client, zz))  # a fresh session at the new time
+        return zz.handle(CheckOverdue())  # type: ignore[no-any-return]
+
+    def supervisions() -> list[dict[str, Any]]:
+        timeline = client.get(f"/api/v1/cases/{cid}").json()["timeline"]
+        return [e for e in timeline if e["action"] == "supervise"]
+
+    assert job(1)["whistle_tasks_overdue"] == 0  # market still has an hour to report in
+    assert job(3)["whistle_tasks_overdue"] == 1  # market missed its 2 h window; housing is within its 24 h
+    assert job(4)["whistle_tasks_overdue"] == 0  # urged once per missed deadline
+    sup = supervisions()
+    assert [e["data"]["department"] for e in sup] == ["market"] and sup[0]["data"]["stage"] == "report_in"
+    assert "market" in sup[0]["note"] and "督办" in sup[0]["note"]
+    tasks = {t["department_code"]: t for t in client.get(f"/api/v1/cases/{cid}/whistle").json()["tasks"]}
+    assert tasks["market"]["overdue"] and tasks["market"]["overdue_since"] is not None
+    assert len(tasks["market"]["supervised"]) == 1
+    assert not tasks["housing"]["overdue"] and tasks["housing"]["overdue_since"] is None
+    assert tasks["housing"]["supervised"] == []
+    with zz.engine.connect() as conn:
+        sent = conn.execute(select(OutboxRow.recipient, OutboxRow.payload)
+                            .where(OutboxRow.topic == "WhistleTaskOverdue", OutboxRow.case_id == cid)).all()
+    assert [(rec, p["stage"]) for rec, p in sent] == [("market", "report_in")]
+
+    # Market reports in late, with its own deadline; housing misses the deadline it committed to.
+    assert client.post(f"/api/v1/cases/{cid}/whistle/tasks/market",
+                       json={"action": "report_in", "hours": 30}).status_code == 200  # at 4 h: due at 34 h
+    tasks = {t["department_code"]: t for t in client.get(f"/api/v1/cases/{cid}/whistle").json()["tasks"]}
+    assert not tasks["market"]["overdue"] and tasks["market"]["overdue_since"] is None
+    assert job(25)["whistle_tasks_overdue"] == 1  # housing: its task was due at 24 h
+    assert job(26)["whistle_tasks_overdue"] == 0
+    assert job(35)["whistle_tasks_overdue"] == 1  # market missed its new deadline: urged again
+    assert [(e["data"]["department"], e["data"]["stage"]) for e in supervisions()] == [
+        ("market", "report_in"), ("housing", "task"), ("market", "task")]
+    # The case is still open and visible; closing the tasks ends the urging.
+    for dept in ("housing", "market"):
+        assert client.post(f"/api/v1/cases/{cid}/whistle/tasks/{dept}",
+                           json={"action": "done", "note": "已处置"}).status_code == 200
+    assert job(100)["whistle_tasks_overdue"] == 0
+    assert client.get(f"/api/v1/cases/{cid}").json()["state"] == "closed"

@@ -94,6 +94,8 @@ class WhistleTaskRow(Base):
     reported_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     done_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     note: Mapped[str] = mapped_column(Text, default="")
+    #: When the overdue job found the current deadline missed and urged the department (督办); NULL otherwise.
+    overdue_since: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class DispatchStore:
@@ -172,16 +174,29 @@ class DispatchStore:
         self.session.add(WhistleTaskRow(case_id=t.case_id, round=t.round, department_code=t.department_code,
                                         task=t.task, state=t.state.value, called_at=t.called_at,
                                         called_by=t.called_by, report_by=t.report_by, due_at=t.due_at,
-                                        reported_at=t.reported_at, done_at=t.done_at, note=t.note))
+                                        reported_at=t.reported_at, done_at=t.done_at, note=t.note,
+                                        overdue_since=t.overdue_since))
+
+    def overdue_tasks(self, now: datetime, limit: int = 1000) -> list[tuple[WhistleTaskRow, WhistleTask]]:
+        """Open tasks whose current deadline has passed and that have not been urged for it yet:
+        called and not reported in by `report_by`, or reported in and not done by `due_at`."""
+        missed = or_(and_(WhistleTaskRow.state == TaskState.CALLED.value, WhistleTaskRow.report_by < now),
+                     and_(WhistleTaskRow.state == TaskState.REPORTED.value, WhistleTaskRow.due_at < now))
+        stmt = (select(WhistleTaskRow).where(WhistleTaskRow.overdue_since.is_(None), missed)
+                .order_by(WhistleTaskRow.case_id, WhistleTaskRow.id).limit(limit))
+        if self.session.get_bind().dialect.name == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True)  # two overdue jobs never urge the same task twice
+        return [(r, _task(r)) for r in self.session.scalars(stmt)]
 
     @staticmethod
     def write_task(row: WhistleTaskRow, t: WhistleTask) -> None:
         row.task, row.state, row.due_at = t.task, t.state.value, t.due_at
         row.reported_at, row.done_at, row.note = t.reported_at, t.done_at, t.note
+        row.overdue_since = t.overdue_since
 
 
 def _task(r: WhistleTaskRow) -> WhistleTask:
     return WhistleTask(case_id=r.case_id, round=r.round, department_code=r.department_code, task=r.task,
                        called_at=r.called_at, called_by=r.called_by, report_by=r.report_by,
                        state=TaskState(r.state), due_at=r.due_at, reported_at=r.reported_at, done_at=r.done_at,
-                       note=r.note or "", id=r.id)
+                       note=r.note or "", overdue_since=r.overdue_since, id=r.id)

@@ -327,7 +327,11 @@ def whistle_status(ctx: Any, case_id: int, principal: Principal) -> dict[str, An
     return {"case_id": case_id, "state": case.state.value, "level": level,
             "tasks": [{"round": t.round, "department_code": t.department_code, "task": t.task, "state": t.state.value,
                        "report_by": _iso(t.report_by), "due_at": _iso(t.due_at), "reported_at": _iso(t.reported_at),
-                       "done_at": _iso(t.done_at), "note": t.note, "overdue": t.is_overdue(now)} for t in tasks]}
+                       "done_at": _iso(t.done_at), "note": t.note, "overdue": t.is_overdue(now),
+                       "overdue_since": _iso(t.overdue_since),
+                       "supervised": [e.at.isoformat() for e in case.timeline if e.action == "supervise"
+                                      and e.data.get("whistle") and e.data.get("department") == t.department_code
+                                      and e.data.get("round") == t.round]} for t in tasks]}
 
 
 def task_action(ctx: Any, case_id: int, department: str, action: str, principal: Principal, *,
@@ -367,6 +371,35 @@ def task_action(ctx: Any, case_id: int, department: str, action: str, principal:
             case.close_joint(now, SYSTEM, "吹哨点名的部门全部完成任务，案件办结 / every called department finished")
         uow.commit()
     return whistle_status(ctx, case_id, principal)
+
+
+def supervise_overdue_tasks(ctx: Any, now: datetime) -> int:
+    """The overdue job's pass over 吹哨 tasks: each department past its own deadline (to report in, or
+    to finish) is marked overdue once per deadline, and the case records supervision (督办) naming it;
+    the `WhistleTaskOverdue` event tells the department (outbox) and any listener. Returns how many.
+
+    The case's own deadline is not enough: a whistled case is worked on by several departments, each
+    to the deadline it committed to when it reported in, and one of them can be late while the case
+    as a whole is on time.
+    """
+    with ctx.uow as uow:
+        store = DispatchStore(uow.session)
+        pairs = store.overdue_tasks(now)
+        if not pairs:
+            return 0
+        cases = {c.id: c for c in uow.cases.get_many(sorted({t.case_id for _, t in pairs}))}
+        marked = 0
+        for row, t in pairs:
+            deadline, stage = t.deadline, "report_in" if t.state is TaskState.CALLED else "task"
+            case = cases.get(t.case_id)
+            if deadline is None or not t.mark_overdue(now):
+                continue
+            store.write_task(row, t)
+            if case is not None and case.is_open:
+                case.supervise_task(now, t.department_code, t.round, stage, deadline)
+            marked += 1
+        uow.commit()
+    return marked
 
 
 def _iso(value: datetime | None) -> str | None:

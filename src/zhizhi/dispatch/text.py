@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Callable
 from functools import lru_cache
 from importlib import resources
 
@@ -43,22 +44,58 @@ _PUNCT = re.compile(r"^[\W_]+$")
 _lock = threading.Lock()
 
 
+def _user_words() -> list[tuple[str, int]]:
+    """The user dictionary's (word, frequency) pairs: department and place words that must stay whole."""
+    words = resources.files("zhizhi.data.dispatch").joinpath("userdict.txt").read_text(encoding="utf-8")
+    out = []
+    for line in words.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            parts = line.split()
+            out.append((parts[0], int(parts[1]) if len(parts) > 1 else 2000))
+    return out
+
+
 @lru_cache(maxsize=1)
-def _jieba() -> object:
-    """jieba with the project's user dictionary, loaded once per process (about a second)."""
+def _segmenter() -> Callable[[str], list[str]]:
+    """Word segmentation with the project's user dictionary, built once per process.
+
+    `rjieba` (a binding of jieba-rs: jieba's dictionary and its max-probability route, in Rust) is
+    preferred: on the corpus it gives token for token the same output as jieba (2,000 of 2,000
+    messages identical, with and without HMM) at about fifteen times the speed, and segmentation was
+    two thirds of a prediction's time. Pure-Python jieba stays as the fallback where no wheel exists.
+    HMM (new-word guessing) is on, as in jieba's default with which the segmented training corpus
+    was cut: raw and segmented rows then split unknown words alike (honest CV macro-F1 0.9163 → 0.9183).
+    """
+    with _lock:
+        try:
+            import rjieba
+        except ImportError:  # pragma: no cover - the wheel is a dependency; jieba is the fallback
+            return _jieba_segmenter()
+        seg = rjieba.Jieba()
+        for word, freq in _user_words():
+            seg.add_word(word, freq, None)
+
+        def cut(text: str) -> list[str]:
+            return seg.cut(text, True)
+
+        return cut
+
+
+def _jieba_segmenter() -> Callable[[str], list[str]]:
+    """Pure-Python jieba with the same user dictionary (the reference the Rust segmenter is checked against)."""
     import jieba
 
-    with _lock:
-        jieba.setLogLevel(logging.WARNING)
-        tokenizer = jieba.Tokenizer()
-        tokenizer.initialize()
-        words = resources.files("zhizhi.data.dispatch").joinpath("userdict.txt").read_text(encoding="utf-8")
-        for line in words.splitlines():
-            line = line.strip()
-            if line and not line.startswith("#"):
-                parts = line.split()
-                tokenizer.add_word(parts[0], int(parts[1]) if len(parts) > 1 else 2000)
-        return tokenizer
+    jieba.setLogLevel(logging.WARNING)
+    tokenizer = jieba.Tokenizer()
+    tokenizer.initialize()
+    for word, freq in _user_words():
+        tokenizer.add_word(word, freq)
+
+    def cut(text: str) -> list[str]:
+        return list(tokenizer.cut(text, HMM=True))
+
+    return cut
 
 
 def clean_raw(text: str) -> str:
@@ -71,11 +108,9 @@ def clean_raw(text: str) -> str:
 
 
 def tokens_raw(text: str) -> list[str]:
-    """Segment raw Chinese text with jieba (no HMM: new-word guessing costs a third of the time and
-    adds little for classification) and drop stop words and punctuation."""
-    tokenizer = _jieba()
+    """Segment raw Chinese text (jieba's dictionary and user words) and drop stop words and punctuation."""
     out = []
-    for tok in tokenizer.cut(clean_raw(text), HMM=False):  # type: ignore[attr-defined]
+    for tok in _segmenter()(clean_raw(text)):
         tok = tok.strip()
         if tok and tok not in STOP_WORDS and not _PUNCT.match(tok):
             out.append(tok)
@@ -103,10 +138,11 @@ def tokens_segmented(text: str) -> list[str]:
 
 
 #: The model reads the first MAX_CHARS characters of the token string: the subject and the opening
-#: sentences. Measured on the corpus (docs/dispatch.md), this is both more accurate than the whole
-#: letter and faster. Raw text is cut to RAW_CUT × MAX_CHARS before segmentation, which always leaves
+#: sentences. Measured with honest cross-validation (docs/dispatch.md): 300 characters 0.914 macro-F1,
+#: 500 → 0.916, the whole letter 0.916; 500 keeps the accuracy at a third less work than the whole
+#: letter. Raw text is cut to RAW_CUT × MAX_CHARS before segmentation, which always leaves
 #: at least MAX_CHARS characters of tokens (cleaning removes little; spaces are added).
-MAX_CHARS = 300
+MAX_CHARS = 500
 RAW_CUT = 1.5
 
 

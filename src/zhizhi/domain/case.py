@@ -477,6 +477,26 @@ class Case:
             raise ValidationFailed(f"unknown task entry {kind!r}")
         self._record(now, actor, kind, self.state, self.state, note, data={"department": department, **(data or {})})
 
+    def supervise_task(self, now: datetime, department: str, round_no: int, stage: str,
+                       deadline: datetime) -> None:
+        """督办 by the overdue job: a called department missed its own deadline (to report in, or to finish).
+
+        Recorded as supervision on the timeline naming the department, whatever the case's state
+        (the task binds the department, not the case's handler), and published so the department
+        hears of it. `stage` is "report_in" or "task".
+        """
+        if stage not in ("report_in", "task"):
+            raise ValidationFailed(f"unknown whistle task stage {stage!r}")
+        what = "未按时报到" if stage == "report_in" else "未按时完成任务"
+        self.supervise_count += 1
+        self._record(now, SYSTEM, Action.SUPERVISE.value, self.state, self.state,
+                     f"督办：吹哨点名的部门 {department} {what}（时限 {deadline.isoformat()}）/ "
+                     f"{department} missed its whistle deadline",
+                     data={"department": department, "round": round_no, "stage": stage,
+                           "deadline": deadline.isoformat(), "whistle": True})
+        self.events.append(ev.WhistleTaskOverdue(case_id=self._id, department=department, round=round_no,
+                                                 stage=stage, deadline=deadline.isoformat()))
+
     def close_joint(self, now: datetime, actor: Actor, note: str) -> None:
         """Every called department finished its task: the case closes (吹哨报到 closes on the tasks)."""
         if self.state is not CaseState.HANDLING:

@@ -97,6 +97,19 @@ class CaseWhistled(Event):
     level: int
 
 
+@dataclass(frozen=True)
+class WhistleTaskOverdue(Event):
+    """A department called in by a whistle missed its deadline (to report in, or to finish its task):
+    the case records supervision (督办) naming it, and the department is told."""
+
+    case_id: int
+    department: str
+    round: int
+    stage: str  # "report_in" (never reported in) or "task" (reported in, task not done in time)
+    deadline: str  # ISO 8601
+
+
 #: Events that notify someone outside the process; written to the outbox in the same transaction.
 NOTIFIABLE: tuple[type[Event], ...] = (CaseDispatched, CaseReturned, CaseEscalated, CaseSupervised,
-                                       CaseOverdue, CaseClosed, CaseMerged, LinkedCaseClosed, CaseWhistled)
+                                       CaseOverdue, CaseClosed, CaseMerged, LinkedCaseClosed, CaseWhistled,
+                                       WhistleTaskOverdue)

@@ -34,6 +34,7 @@ class WhistleTask:
     reported_at: datetime | None = None
     done_at: datetime | None = None
     note: str = ""
+    overdue_since: datetime | None = None  # set once per missed deadline by the overdue job (督办)
     id: int | None = None
 
     def report_in(self, now: datetime, due_at: datetime, task: str | None = None) -> None:
@@ -45,6 +46,7 @@ class WhistleTask:
         self.state = TaskState.REPORTED
         self.reported_at = now
         self.due_at = due_at
+        self.overdue_since = None  # a new deadline: missing it is a new lateness, supervised again
         if task and task.strip():
             self.task = task.strip()
 
@@ -58,10 +60,29 @@ class WhistleTask:
         self.done_at = now
         self.note = note.strip()
 
-    def is_overdue(self, now: datetime) -> bool:
+    @property
+    def deadline(self) -> datetime | None:
+        """The deadline that binds the department now: to report in (called), to finish (reported)."""
         if self.state is TaskState.CALLED:
-            return self.report_by is not None and now > self.report_by
-        return self.state is TaskState.REPORTED and self.due_at is not None and now > self.due_at
+            return self.report_by
+        if self.state is TaskState.REPORTED:
+            return self.due_at
+        return None
+
+    def is_overdue(self, now: datetime) -> bool:
+        deadline = self.deadline
+        return deadline is not None and now > deadline
+
+    def mark_overdue(self, now: datetime) -> bool:
+        """Called by the overdue job: True the first time the current deadline is found missed.
+
+        Once per deadline, so that a department is urged (督办) once, not at every run of the job;
+        reporting in sets a new deadline and clears the mark.
+        """
+        if self.overdue_since is not None or not self.is_overdue(now):
+            return False
+        self.overdue_since = now
+        return True
 
 
 def all_done(tasks: list[WhistleTask]) -> bool:

@@ -334,7 +334,8 @@ def _target(case: Case, cmd: ActOnCase, ctx: Context) -> tuple[str, Level, dict[
 
 
 def check_overdue(cmd: CheckOverdue, ctx: Context) -> dict[str, int]:
-    """Mark newly overdue cases and escalate those overdue past their policy (督办 + 上报)."""
+    """Mark newly overdue cases and escalate those overdue past their policy (督办 + 上报); urge (督办)
+    the departments called in by a whistle that missed their own deadlines."""
     now = cmd.now or ctx.clock.now()
     marked = escalated = 0
     recovered = _recover_untriaged(ctx, now)
@@ -355,12 +356,17 @@ def check_overdue(cmd: CheckOverdue, ctx: Context) -> dict[str, int]:
                 continue
             policy = ctx.catalogue.escalation(case.category_code)
             hours = (now - case.overdue_since) / timedelta(hours=1)
-            if hours >= policy.after_overdue_hours and (case.level or Level.GRID) > Level.CITY:
+            level = case.level if case.level is not None else Level.GRID  # CITY is 0: `or` would misread it
+            if hours >= policy.after_overdue_hours and level > Level.CITY:
                 case.escalate(now, SYSTEM, f"超期 {hours:.0f} 小时，按督办规则自动上报 / overdue, escalated by policy",
                               ctx.due(case.category_code, "dispatch", now))
                 escalated += 1
         uow.commit()
-    return {"marked_overdue": marked, "escalated": escalated, "recovered": recovered}
+    from zhizhi.dispatch.service import supervise_overdue_tasks
+
+    whistle_tasks = supervise_overdue_tasks(ctx, now)  # 吹哨 tasks past their departments' own deadlines
+    return {"marked_overdue": marked, "escalated": escalated, "recovered": recovered,
+            "whistle_tasks_overdue": whistle_tasks}
 
 
 def _recover_untriaged(ctx: Context, now: datetime) -> int:
