@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
+from zhizhi.analytics.cube import Cube
 from zhizhi.analytics.snapshot import CLOSED_STATES, Snapshot, naive_utc
 from zhizhi.domain.indicators import FACTS, IndicatorTree, Period, Slice, Source
 
@@ -123,12 +124,18 @@ def _spread(place: np.ndarray, group: np.ndarray, n_places: int, n_groups: int, 
     return np.bincount(key, weights=weights, minlength=n_places * n_groups).reshape(n_places, n_groups)
 
 
-def compute_facts(snapshot: Snapshot, tree: IndicatorTree, period: Period) -> FactsTable:
+def compute_facts(snapshot: Snapshot, tree: IndicatorTree, period: Period, *, cube: Cube | None = None,
+                  departments: Sequence[str] = ()) -> FactsTable:
     """Compute every fact the tree reads, for every slice, for every area at every level, over `period`.
 
-    1. DuckDB scans the cases once and sums every fact per (finest place, slice signature);
-    2. a 0/1 (signature × slice) matrix turns those into per-slice sums (one small matrix product per fact);
+    1. the case facts per (finest place, slice): read from the cube (`zhizhi.analytics.cube`) when the period
+       is whole local months, else one DuckDB scan of the cases summing per (place, slice signature), turned
+       into per-slice sums by a 0/1 (signature × slice) matrix;
+    2. alarm facts: a scan of the (few) alarms;
     3. a sparse (area × place) ancestry matrix rolls every place up to all its ancestors at once.
+
+    `departments` (a department handler's scope) counts only the cases assigned to those departments and
+    the alarms of their devices; the cube has no department, so such a read always scans.
     """
     slices = {sl: i for i, sl in enumerate(tree.slices())}
     columns = needed_columns(tree, slices)
@@ -148,42 +155,33 @@ def compute_facts(snapshot: Snapshot, tree: IndicatorTree, period: Period) -> Fa
         seconds[step] = now - clock[0]
         clock[0] = now
 
+    if departments:
+        p["deps"] = list(departments)
+    months = cube.months_of(period) if cube is not None and not departments else None
     with snapshot.lock:
-        sigs = _signatures(snapshot, slices, by_source)
-        inputs = ", ".join(_CASE_INPUTS + (("source",) if by_source else ()))
-        join = "g.cat_id = c.cat_id" + (" AND g.source = c.source" if by_source else "")
-        aggs = ", ".join(f"CAST({CASE_AGGREGATES[f]} AS DOUBLE) AS {f}" for f in facts_used)
-        s1 = con.execute(f"""
-            SELECT c.place_id, g.sig_id, {aggs} FROM (
-                SELECT {inputs}, reported_at >= $s AND reported_at < $e AS ri,
-                       coalesce(closed_at >= $s AND closed_at < $e, false) AS ci FROM cases) c
-            JOIN _sig g ON {join}
-            GROUP BY c.place_id, g.sig_id""", p).fetchnumpy()
-        lap("scan")
         anc = con.execute("SELECT place_id, a0, a1, a2, a3, a4 FROM places ORDER BY place_id").fetchnumpy()
+        n = len(anc["place_id"])
         has_alarms = snapshot.has_alarms and bool(alarm_cols)
+        names = [*case_cols.values(), *(alarm_cols.values() if has_alarms else ())]
+        index = {c: j for j, c in enumerate(names)}
+        own = np.zeros((n, len(names)))
+        if months is not None:
+            assert cube is not None
+            cube.sync()
+            lap("sync")
+            _from_cube(cube.read(months), case_cols, index, own)
+            lap("cube")
+        else:
+            _from_scan(snapshot, slices, by_source, facts_used, case_cols, index, own, p, departments)
+            lap("scan")
         a1 = None
         if has_alarms:
             aggs = ", ".join(f"CAST({ALARM_AGGREGATES[f]} AS DOUBLE) AS {f}" for f in ALARM_AGGREGATES)
+            only = "WHERE list_contains($deps, department)" if departments else ""
             a1 = con.execute(f"""SELECT place_id, scene, severity, {aggs}
-                FROM (SELECT *, raised_at >= $s AND raised_at < $e AS ri FROM alarms)
+                FROM (SELECT *, raised_at >= $s AND raised_at < $e AS ri FROM alarms {only})
                 GROUP BY place_id, scene, severity""", p).fetchnumpy()
     lap("alarms")
-    n = len(anc["place_id"])
-    names = [*case_cols.values(), *(alarm_cols.values() if has_alarms else ())]
-    index = {c: j for j, c in enumerate(names)}
-    own = np.zeros((n, len(names)))
-    # 2. per-slice sums at each place
-    n_sig = max(sigs) + 1 if sigs else 1
-    place = np.asarray(s1["place_id"], dtype=np.int64)
-    sig = np.asarray(s1["sig_id"], dtype=np.int64)
-    for f in facts_used:
-        wanted = [(sid, col) for (sid, ff), col in case_cols.items() if ff == f]
-        member = np.array([[sid in sigs.get(g, ()) for sid, _ in wanted] for g in range(n_sig)], dtype=float)
-        weights = np.ma.filled(np.ma.asarray(s1[f], dtype=float), 0.0)
-        per_slice = _spread(place, sig, n, n_sig, weights) @ member
-        for j, (_, col) in enumerate(wanted):
-            own[:, index[col]] = per_slice[:, j]
     if a1 is not None and len(a1["place_id"]):
         keys = list(zip(a1["scene"].tolist(), a1["severity"].tolist(), strict=True))
         kinds = {k: i for i, k in enumerate(dict.fromkeys(keys))}
@@ -216,9 +214,64 @@ def compute_facts(snapshot: Snapshot, tree: IndicatorTree, period: Period) -> Fa
                       seconds)
 
 
+def _from_cube(data: dict[str, dict[str, np.ndarray]], case_cols: dict[tuple[int, str], str],
+               index: dict[str, int], own: np.ndarray) -> None:
+    """Put the cube's (place, slice) sums into the (place × column) matrix: each row is one cell already."""
+    n_sl = 1 + max((sid for sid, _ in case_cols), default=0)
+    for d in data.values():
+        if not len(d["place_id"]):
+            continue
+        place = np.asarray(d["place_id"], dtype=np.int64)
+        sl = np.asarray(d["slice"], dtype=np.int64)
+        for f in d:
+            if f in ("place_id", "slice"):
+                continue
+            colmap = np.full(n_sl, -1, dtype=np.int64)
+            for (sid, ff), col in case_cols.items():
+                if ff == f:
+                    colmap[sid] = index[col]
+            if (colmap < 0).all():
+                continue
+            c = colmap[sl]
+            keep = c >= 0
+            own[place[keep], c[keep]] = np.ma.filled(np.ma.asarray(d[f], dtype=float), 0.0)[keep]
+
+
+def _from_scan(snapshot: Snapshot, slices: dict[Slice, int], by_source: bool, facts_used: list[str],
+               case_cols: dict[tuple[int, str], str], index: dict[str, int], own: np.ndarray,
+               p: dict[str, Any], departments: Sequence[str]) -> None:
+    """Sum the case facts with one scan of the cases, per (place, signature), then per slice."""
+    sigs = _signatures(snapshot, slices, by_source)
+    inputs = ", ".join(_CASE_INPUTS + (("source",) if by_source else ()))
+    join = "g.cat_id = c.cat_id" + (" AND g.source = c.source" if by_source else "")
+    aggs = ", ".join(f"CAST({CASE_AGGREGATES[f]} AS DOUBLE) AS {f}" for f in facts_used)
+    only = "WHERE list_contains($deps, department)" if departments else ""
+    s1 = snapshot.con.execute(f"""
+        SELECT c.place_id, g.sig_id, {aggs} FROM (
+            SELECT {inputs}, reported_at >= $s AND reported_at < $e AS ri,
+                   coalesce(closed_at >= $s AND closed_at < $e, false) AS ci FROM cases {only}) c
+        JOIN _sig g ON {join}
+        GROUP BY c.place_id, g.sig_id""", p).fetchnumpy()
+    n = own.shape[0]
+    n_sig = max(sigs) + 1 if sigs else 1
+    place = np.asarray(s1["place_id"], dtype=np.int64)
+    sig = np.asarray(s1["sig_id"], dtype=np.int64)
+    for f in facts_used:
+        wanted = [(sid, col) for (sid, ff), col in case_cols.items() if ff == f]
+        member = np.array([[sid in sigs.get(g, ()) for sid, _ in wanted] for g in range(n_sig)], dtype=float)
+        weights = np.ma.filled(np.ma.asarray(s1[f], dtype=float), 0.0)
+        per_slice = _spread(place, sig, n, n_sig, weights) @ member
+        for j, (_, col) in enumerate(wanted):
+            own[:, index[col]] = per_slice[:, j]
+
+
 def drop_facts(snapshot: Snapshot, table: FactsTable) -> None:
     """Nothing is kept in DuckDB for a period; kept for callers that release tables."""
 
+
+#: Status codes of `ValueArrays.status`, in the order of their codes.
+STATUS_NAMES = ("green", "yellow", "red", "none", "no_data")
+GREEN, YELLOW, RED, NONE, NO_DATA = range(5)
 
 VALUE_COLUMNS = ("area", "area_name", "level", "indicator", "value", "status", "numerator", "denominator")
 
@@ -232,7 +285,7 @@ class ValueArrays:
     value: np.ndarray  # (n_indicators, n_areas)
     numerator: np.ndarray
     denominator: np.ndarray
-    status: np.ndarray  # of str
+    status: np.ndarray  # int8 codes into STATUS_NAMES (strings per cell cost more than the formulas)
 
 
 def value_arrays(snapshot: Snapshot, tree: IndicatorTree, table: FactsTable, codes: Sequence[str],
@@ -249,13 +302,13 @@ def value_arrays(snapshot: Snapshot, tree: IndicatorTree, table: FactsTable, cod
     n = len(res["place_id"])
     ids = np.asarray(res["place_id"], dtype=np.int64)
     data = {"population": np.ma.filled(np.ma.asarray(res["population"], dtype=float), np.nan)}
-    rows = table.matrix[ids] if n else np.zeros((0, len(table.index)))
+    cols = np.ascontiguousarray(table.matrix[ids].T) if n else np.zeros((len(table.index), 0))
     for col, j in table.index.items():
-        data[col] = rows[:, j]
+        data[col] = cols[j]
     nan = np.full(n, np.nan)
     inds = [tree.get(c) for c in codes]
     value, num, den = (np.full((len(inds), n), np.nan) for _ in range(3))
-    status = np.empty((len(inds), n), dtype=object)
+    status = np.full((len(inds), n), NONE, dtype=np.int8)
 
     def fact(sid: int, f: str | None) -> np.ndarray:
         if f is None:
@@ -276,13 +329,13 @@ def value_arrays(snapshot: Snapshot, tree: IndicatorTree, table: FactsTable, cod
                 v = np.where((de > 0) | (de < 0), nu * ind.formula.scale / de, np.nan)
             value[k] = v
             th = ind.thresholds
-            if th is None:
-                status[k] = np.where(np.isnan(v), "no_data", "none")
-            else:
+            st = status[k]
+            if th is not None:
                 lower = th.direction.value == "lower_is_better"
-                red = v >= th.red if lower else v <= th.red
-                yellow = v >= th.yellow if lower else v <= th.yellow
-                status[k] = np.where(np.isnan(v), "no_data", np.where(red, "red", np.where(yellow, "yellow", "green")))
+                st[:] = GREEN
+                st[v >= th.yellow if lower else v <= th.yellow] = YELLOW
+                st[v >= th.red if lower else v <= th.red] = RED
+            st[np.isnan(v)] = NO_DATA
     areas = {"place_id": res["place_id"], "code": res["code"], "name": res["name"], "level": res["level"],
              "population": data["population"]}
     return ValueArrays(areas, list(codes), value, num, den, status)
@@ -300,6 +353,6 @@ def values(snapshot: Snapshot, tree: IndicatorTree, table: FactsTable, codes: Se
     for j in range(len(va.areas["place_id"])):
         area, name, level = str(va.areas["code"][j]), str(va.areas["name"][j]), int(va.areas["level"][j])
         for k, code in enumerate(va.codes):
-            out.append((area, name, level, code, opt(va.value[k, j]), str(va.status[k, j]),
+            out.append((area, name, level, code, opt(va.value[k, j]), STATUS_NAMES[va.status[k, j]],
                         opt(va.numerator[k, j]), opt(va.denominator[k, j])))
     return out
