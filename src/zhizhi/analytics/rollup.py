@@ -25,7 +25,7 @@ from scipy import sparse
 
 from zhizhi.analytics.cube import Cube
 from zhizhi.analytics.snapshot import CLOSED_STATES, Snapshot, naive_utc
-from zhizhi.domain.indicators import FACTS, IndicatorTree, Period, Slice, Source
+from zhizhi.domain.indicators import DEVICE_FACTS, FACTS, IndicatorTree, Period, Slice, Source
 
 #: Stage-1 aggregate per case fact; `ri` = reported in the period, `ci` = closed in the period.
 CASE_AGGREGATES: dict[str, str] = {
@@ -53,7 +53,9 @@ ALARM_AGGREGATES: dict[str, str] = {
     "alarms_to_case": "count_if(ri AND case_id IS NOT NULL)",
     "alarms_active_now": "count_if(state <> 'cleared')",
 }
-SUMMED_FACTS = (*CASE_AGGREGATES, *ALARM_AGGREGATES)
+#: Facts over sensing devices and their readings (`_sensing_facts`).
+OBSERVATION_FACTS = ("devices", "devices_online", "readings", "readings_over", "reading_sum")
+SUMMED_FACTS = (*CASE_AGGREGATES, *ALARM_AGGREGATES, *OBSERVATION_FACTS)
 assert set(SUMMED_FACTS) | {"population"} == set(FACTS), "every fact of the domain must be computed here"
 
 _counter = itertools.count()
@@ -143,7 +145,10 @@ def compute_facts(snapshot: Snapshot, tree: IndicatorTree, period: Period, *, cu
     start, end = naive_utc(period.start), naive_utc(period.end)
     by_source = any(sl.sources for sl in slices if sl.source is Source.CASES)
     case_cols = {k: c for k, c in columns.items() if by_slice[k[0]].source is Source.CASES}
-    alarm_cols = {k: c for k, c in columns.items() if by_slice[k[0]].source is Source.ALARMS}
+    alarm_cols = {k: c for k, c in columns.items()
+                  if by_slice[k[0]].source is Source.ALARMS and k[1] in ALARM_AGGREGATES}
+    # device and reading facts, of observation slices and of alarm slices (alarms per device)
+    sensing_cols = {k: c for k, c in columns.items() if k[1] in OBSERVATION_FACTS}
     facts_used = [f for f in CASE_AGGREGATES if any(k[1] == f for k in case_cols)]
     con = snapshot.con
     p = {"s": start, "e": end}
@@ -162,7 +167,9 @@ def compute_facts(snapshot: Snapshot, tree: IndicatorTree, period: Period, *, cu
         anc = con.execute("SELECT place_id, a0, a1, a2, a3, a4 FROM places ORDER BY place_id").fetchnumpy()
         n = len(anc["place_id"])
         has_alarms = snapshot.has_alarms and bool(alarm_cols)
-        names = [*case_cols.values(), *(alarm_cols.values() if has_alarms else ())]
+        has_devices = snapshot.has_devices and bool(sensing_cols)
+        names = [*case_cols.values(), *(alarm_cols.values() if has_alarms else ()),
+                 *(sensing_cols.values() if has_devices else ())]
         index = {c: j for j, c in enumerate(names)}
         own = np.zeros((n, len(names)))
         if months is not None:
@@ -181,6 +188,8 @@ def compute_facts(snapshot: Snapshot, tree: IndicatorTree, period: Period, *, cu
             a1 = con.execute(f"""SELECT place_id, scene, severity, {aggs}
                 FROM (SELECT *, raised_at >= $s AND raised_at < $e AS ri FROM alarms {only})
                 GROUP BY place_id, scene, severity""", p).fetchnumpy()
+        if has_devices:
+            _sensing_facts(snapshot, by_slice, sensing_cols, index, own, p, departments)
     lap("alarms")
     if a1 is not None and len(a1["place_id"]):
         keys = list(zip(a1["scene"].tolist(), a1["severity"].tolist(), strict=True))
@@ -210,8 +219,63 @@ def compute_facts(snapshot: Snapshot, tree: IndicatorTree, period: Period, *, cu
     matrix = np.asarray(ancestry @ own)
     lap("levels")
     name = f"facts_{next(_counter)}"
-    return FactsTable(name, period, slices, columns if has_alarms else case_cols, has_alarms, matrix, index,
-                      seconds)
+    available = {**case_cols, **(alarm_cols if has_alarms else {}), **(sensing_cols if has_devices else {})}
+    return FactsTable(name, period, slices, available, has_alarms, matrix, index, seconds)
+
+
+_LIMIT_SQL = {">": "r.value > $lim", ">=": "r.value >= $lim", "<": "r.value < $lim", "<=": "r.value <= $lim"}
+
+
+def _sensing_facts(snapshot: Snapshot, by_slice: dict[int, Slice], cols: dict[tuple[int, str], str],
+                   index: dict[str, int], own: np.ndarray, p: dict[str, Any], departments: Sequence[str]) -> None:
+    """Device counts (active, online) and reading sums (count, over the limit, sum) per (place, slice).
+
+    Online means heard from within the slice's `online_minutes` before the snapshot was taken (`taken_at`),
+    not before the period's end: it is a stock, like open cases. Readings are selected by their own time.
+    A department scope keeps the devices of those departments (and their readings).
+    """
+    con = snapshot.con
+    only = " AND list_contains($deps, d.department)" if departments else ""
+    deps = {"deps": p["deps"]} if departments else {}
+    taken = snapshot.meta("taken_at")
+    devices = con.execute(f"""SELECT d.place_id, d.scene, d.last_seen,
+            coalesce(list(s.quantity) FILTER (WHERE s.quantity IS NOT NULL), []) AS quantities
+        FROM devices d LEFT JOIN datastreams s ON s.device_id = d.id WHERE d.active {only}
+        GROUP BY d.id, d.place_id, d.scene, d.last_seen""", deps).fetchall()
+    n = own.shape[0]
+    dplace = np.array([d[0] for d in devices], dtype=np.int64)
+    seen = np.array([np.datetime64(d[2], "us") if d[2] is not None else np.datetime64("NaT") for d in devices],
+                    dtype="datetime64[us]")
+    at = np.datetime64(taken, "us") if taken else np.datetime64("NaT")
+    for (sid, f), col in cols.items():
+        sl = by_slice[sid]
+        if f in DEVICE_FACTS:
+            keep = np.array([sl.matches_device(d[1], set(d[3])) for d in devices], dtype=np.bool_)
+            if f == "devices_online":
+                window = np.timedelta64(int(sl.online_minutes * 60_000_000), "us")
+                keep &= ~np.isnat(seen) & (seen >= at - window)
+            own[:, index[col]] = np.bincount(dplace[keep], minlength=n)[:n]
+    wanted: dict[int, list[tuple[str, str]]] = {}
+    for (sid, f), col in cols.items():
+        if f not in DEVICE_FACTS:
+            wanted.setdefault(sid, []).append((f, col))
+    for sid, facts in wanted.items():
+        sl = by_slice[sid]
+        over = _LIMIT_SQL[sl.limit_op] if sl.limit_op else "false"
+        params: dict[str, Any] = {"s": p["s"], "e": p["e"], "q": sl.quantity, **deps}
+        if sl.scenes:
+            params["scenes"] = list(sl.scenes)
+        if sl.limit_op:
+            params["lim"] = sl.limit
+        scenes = " AND list_contains($scenes, d.scene)" if sl.scenes else ""
+        got = con.execute(f"""SELECT d.place_id, CAST(count(*) AS DOUBLE) AS readings,
+                CAST(count_if({over}) AS DOUBLE) AS readings_over, sum(r.value) AS reading_sum
+            FROM readings r JOIN datastreams s ON s.id = r.datastream_id JOIN devices d ON d.id = s.device_id
+            WHERE s.quantity = $q AND r.t >= $s AND r.t < $e {scenes} {only}
+            GROUP BY d.place_id""", params).fetchnumpy()
+        place = np.asarray(got["place_id"], dtype=np.int64)
+        for f, col in facts:
+            own[place, index[col]] = np.asarray(got[f], dtype=float)
 
 
 def _from_cube(data: dict[str, dict[str, np.ndarray]], case_cols: dict[tuple[int, str], str],

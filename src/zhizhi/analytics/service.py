@@ -119,7 +119,7 @@ class IndicatorService:
             if (not force and self._refreshed_at is not None
                     and (now - self._refreshed_at).total_seconds() < self.refresh_interval_s):
                 return None
-            stats = self.snapshot.refresh(self.engine, self.reveal)
+            stats = self.snapshot.refresh(self.engine, self.reveal, now=self.clock())
             self.cube.sync()  # the changed buckets are recomputed here, so reads do not pay for them
             self._refreshed_at = now
             return stats

@@ -36,6 +36,9 @@ from zhizhi.adapters.orm import CaseEventRow, CaseRow, PlaceRow, UtcDateTime
 
 #: How far back of the watermark to re-read, for transactions that committed after a later one.
 OVERLAP = timedelta(minutes=5)
+#: Readings are copied forward by their own time; a reading stored this much later than it was taken is still
+#: caught (devices buffer when offline). One that arrives later still is missed by the snapshot.
+READINGS_OVERLAP = timedelta(hours=1)
 #: A report repeats an earlier one of the same category from the same reporter within this window.
 REPEAT_WINDOW_DAYS = 30
 BATCH = 50_000
@@ -44,7 +47,8 @@ CLOSED_STATES = ("closed", "evaluated")
 
 #: Bumped whenever the tables below change; a snapshot of another version is dropped and rebuilt.
 SCHEMA_VERSION = "3"
-TABLES = ("meta", "places", "categories", "cases", "first_dispatch", "overdue_ids", "alarms", "cube_dirty",
+TABLES = ("meta", "places", "categories", "cases", "first_dispatch", "overdue_ids", "alarms", "devices",
+          "datastreams", "readings", "cube_dirty",
           "cube_slices", "cube_r", "cube_c", "cube_ry", "cube_cy", "cube_n")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -60,6 +64,11 @@ CREATE TABLE IF NOT EXISTS cases (
     due_at TIMESTAMP, response_s INTEGER, closing_s INTEGER, satisfaction TINYINT, ever_overdue BOOLEAN,
     overdue_now BOOLEAN, is_open BOOLEAN, repeat_key UBIGINT, is_repeat BOOLEAN, updated_at TIMESTAMP,
     rmonth SMALLINT, cmonth SMALLINT);
+CREATE TABLE IF NOT EXISTS devices (
+    id BIGINT, place_id INTEGER, scene VARCHAR, type VARCHAR, department VARCHAR, active BOOLEAN,
+    last_seen TIMESTAMP);
+CREATE TABLE IF NOT EXISTS datastreams (id BIGINT, device_id BIGINT, quantity VARCHAR);
+CREATE TABLE IF NOT EXISTS readings (datastream_id BIGINT, t TIMESTAMP, value DOUBLE);
 CREATE TABLE IF NOT EXISTS cube_dirty (rmonth SMALLINT, cmonth SMALLINT, place_id INTEGER);
 CREATE TABLE IF NOT EXISTS first_dispatch (case_id BIGINT PRIMARY KEY, dispatched_at TIMESTAMP);
 CREATE TABLE IF NOT EXISTS overdue_ids (case_id BIGINT PRIMARY KEY);
@@ -82,6 +91,7 @@ class RefreshStats:
     events_read: int
     places_reloaded: bool
     alarms: int | None  # None: the store has no sensing_alarms table
+    readings: int | None = None  # None: the store has no sensing tables
 
 
 def naive_utc(value: datetime | None) -> datetime | None:
@@ -111,6 +121,7 @@ class Snapshot:
         self.lock = threading.RLock()
         self._migrate()
         self.has_alarms = self.meta("alarms_present") == "1"
+        self.has_devices = self.meta("devices_present") == "1"
         if self.meta("tz") != self.tz:
             self._restamp_months()
 
@@ -173,8 +184,12 @@ class Snapshot:
         self.con.close()
 
     # ----- refresh -----------------------------------------------------------------------------
-    def refresh(self, engine: Engine, reveal: Callable[[str | None], str | None] | None = None) -> RefreshStats:
+    def refresh(self, engine: Engine, reveal: Callable[[str | None], str | None] | None = None,
+                now: datetime | None = None) -> RefreshStats:
         """Bring the snapshot up to date with the store (incrementally).
+
+        `now` (the application's clock) is when the snapshot is taken: devices heard from shortly before it
+        count as online.
 
         `reveal` decrypts a stored personal field (phones are encrypted at rest); the phone is
         pseudonymised at once with a salted hash, so only that hash enters the snapshot.
@@ -190,10 +205,11 @@ class Snapshot:
             events = self._refresh_events(engine)
             cases = self._refresh_cases(engine, remap=reloaded)
             alarms = self._refresh_alarms(engine)
+            readings = self._refresh_sensing(engine, now or datetime.now(UTC))
             self._maybe_cluster(cases)
-            if reloaded or events or cases or alarms:
+            if reloaded or events or cases or alarms or readings is not None:
                 self.set_meta("version", str(self.version + 1))
-            return RefreshStats(cases, events, reloaded, alarms)
+            return RefreshStats(cases, events, reloaded, alarms, readings)
 
     def _pseudonym(self, stored: str | None) -> str | None:
         """A salted hash of the reporter's phone: enough to recognise repeats, not to recover the number."""
@@ -467,3 +483,64 @@ class Snapshot:
         self.has_alarms = True
         self.set_meta("alarms_present", "1")
         return len(rows)
+
+    def _refresh_sensing(self, engine: Engine, now: datetime) -> int | None:
+        """Devices and datastreams reloaded whole (they are few); readings copied forward by their time.
+
+        Readings from `READINGS_OVERLAP` before the newest one copied are read again and replace the copy,
+        so a reading stored late (a device that buffered while offline) still enters. Returns the readings
+        read, or None when the store has no sensing tables.
+        """
+        names = set(inspect(engine).get_table_names())
+        if not {"sensing_devices", "sensing_datastreams", "sensing_observations"} <= names:
+            self.has_devices = False
+            self.set_meta("devices_present", "0")
+            return None
+        dev = table("sensing_devices", column("id"), column("scene"), column("type"), column("place_code"),
+                    column("department_code"), column("status"), column("last_seen", UtcDateTime()))
+        ds = table("sensing_datastreams", column("id"), column("device_id"), column("quantity"))
+        obs = table("sensing_observations", column("datastream_id"), column("phenomenon_time"), column("result"))
+        mark = self.meta("readings_watermark")
+        since = int(mark) - int(READINGS_OVERLAP.total_seconds() * 1000) if mark else None
+        with engine.connect() as conn:
+            devices = conn.execute(select(dev)).all()
+            streams = conn.execute(select(ds)).all()
+            q = select(obs.c.datastream_id, obs.c.phenomenon_time, obs.c.result)
+            if since is not None:
+                q = q.where(obs.c.phenomenon_time >= since)
+            readings = conn.execute(q).all()
+        self.con.register("_dev", {
+            "id": np.array([d.id for d in devices], dtype=np.int64), "scene": _obj(d.scene for d in devices),
+            "type": _obj(d.type for d in devices), "place_code": _obj(d.place_code for d in devices),
+            "department": _obj(d.department_code for d in devices),
+            "active": np.array([d.status == "active" for d in devices], dtype=np.bool_),
+            "last_seen": _ts([naive_utc(d.last_seen) for d in devices])})
+        self.con.register("_ds", {"id": np.array([d.id for d in streams], dtype=np.int64),
+                                  "device_id": np.array([d.device_id for d in streams], dtype=np.int64),
+                                  "quantity": _obj(d.quantity for d in streams)})
+        self.con.register("_obs", {"ds": np.array([r[0] for r in readings], dtype=np.int64),
+                                   "t": np.array([r[1] for r in readings], dtype=np.int64),
+                                   "v": np.array([r[2] for r in readings], dtype=np.float64)})
+        try:
+            self.con.execute("DELETE FROM devices")
+            self.con.execute("""INSERT INTO devices SELECT d.id,
+                    coalesce(p.place_id, (SELECT min(place_id) FROM places WHERE level = 0)),
+                    d.scene, d.type, d.department, d.active, d.last_seen
+                FROM _dev d LEFT JOIN places p ON p.code = d.place_code""")
+            self.con.execute("DELETE FROM datastreams")
+            self.con.execute("INSERT INTO datastreams SELECT id, device_id, quantity FROM _ds")
+            if since is None:
+                self.con.execute("DELETE FROM readings")
+            else:
+                self.con.execute("DELETE FROM readings WHERE t >= make_timestamp($s * 1000)", {"s": since})
+            self.con.execute("INSERT INTO readings SELECT ds, make_timestamp(t * 1000), v FROM _obs")
+        finally:
+            for name in ("_dev", "_ds", "_obs"):
+                self.con.unregister(name)
+        if readings:
+            top = max(r[1] for r in readings)
+            self.set_meta("readings_watermark", str(max(top, int(mark or 0))))
+        self.set_meta("taken_at", naive_utc(now).isoformat())  # type: ignore[union-attr]
+        self.has_devices = True
+        self.set_meta("devices_present", "1")
+        return len(readings)
