@@ -3,13 +3,16 @@
 Generates N cases (default 10,000,000) straight into the DuckDB snapshot the engine reads — in the same
 columns `Snapshot.refresh` writes from the case store — spread over the Chongqing demo city's grids by
 population, over 2026 up to the bench's "now" (2026-11-23), with realistic shares of states, durations,
-overdue marks, satisfaction scores and repeats, plus sensing alarms. Then it times:
+overdue marks, satisfaction scores and repeats, plus sensing alarms (one per 50 cases), devices (one per 500)
+and readings (one per 5). It builds the cube (`zhizhi.analytics.cube`), then times:
 
 * facts, year:  every fact of every slice of the tree, for all areas at all five levels, for the year 2026
   (the window holds every generated case);
-* facts, month: the same for November 2026 (the scan still reads every case: stocks such as open and
-  overdue cases are counted over all of them);
-* values, all:  every indicator's value and light for every area at every level, materialised in DuckDB.
+* facts, month: the same for November 2026;
+* values, all:  every indicator's value and light for every area at every level;
+* the same facts by a full scan of the cases (the way before the cube), and a check that they are identical;
+* an incremental change (`--changes` cases closed or reported, written by the refresh's write path), then
+  one cube sync, and the check again.
 
 Separately it measures the incremental copy from a real store into the snapshot (`--refresh-rows` cases
 written to a fresh SQLite file, then one `Snapshot.refresh`).
@@ -148,6 +151,43 @@ def generate(snapshot: Any, n: int, seed: int, categories: list[str]) -> None:
             CASE WHEN to_case THEN id END, NULL FROM _al""")
     con.unregister("_al")
     snapshot.has_alarms = True
+    sensing(snapshot, n, rng, gid, gw, t0, t1)
+
+
+#: Scenes, their quantities and a plausible reading (scale of a gamma draw) for each.
+SENSING = {"septic_tank": {"methane": 4.0, "temperature": 20.0}, "waterlogging": {"water_level": 3.0},
+           "forest_fire": {"temperature": 18.0, "humidity": 60.0, "wind_speed": 3.0, "smoke": 0.05},
+           "elderly": {"heart_rate": 75.0}, "high_throw": {"throw_event": 0.01}, "kitchen_waste": {"fill_level": 50.0}}
+
+
+def sensing(snapshot: Any, n: int, rng: Any, gid: np.ndarray, gw: np.ndarray, t0: float, t1: float) -> None:
+    """A device for every 500 cases, their datastreams, and a reading for every 5 cases over the year."""
+    con = snapshot.con
+    nd = max(n // 500, 10)
+    scene_names = list(SENSING)
+    scene = rng.integers(0, len(scene_names), nd)
+    seen_ago = rng.exponential(20 * 60, nd) * np.where(rng.random(nd) < 0.05, 20, 1)  # a few silent for hours
+    con.register("_dev", {"id": np.arange(1, nd + 1, dtype=np.int64), "place_id": rng.choice(gid, nd, p=gw),
+                          "scene": np.array(scene_names, dtype=object)[scene], "active": rng.random(nd) < 0.97,
+                          "seen_us": ((t1 - seen_ago) * 1e6).astype(np.int64)})
+    con.execute("INSERT INTO devices SELECT id, place_id, scene, scene, NULL, active, make_timestamp(seen_us) "
+                "FROM _dev")
+    con.unregister("_dev")
+    streams = [(d + 1, q, scale) for d, sc in enumerate(scene) for q, scale in SENSING[scene_names[sc]].items()]
+    ds_id = np.arange(1, len(streams) + 1, dtype=np.int64)
+    con.register("_ds", {"id": ds_id, "device_id": np.array([s[0] for s in streams], dtype=np.int64),
+                         "quantity": np.array([s[1] for s in streams], dtype=object)})
+    con.execute("INSERT INTO datastreams SELECT * FROM _ds")
+    con.unregister("_ds")
+    nr = max(n // 5, 10)
+    pick = rng.integers(0, len(streams), nr)
+    scale = np.array([s[2] for s in streams])[pick]
+    con.register("_r", {"ds": ds_id[pick], "t_us": ((t0 + rng.random(nr) * (t1 - t0)) * 1e6).astype(np.int64),
+                        "v": rng.gamma(2.0, scale / 2.0)})
+    con.execute("INSERT INTO readings SELECT ds, make_timestamp(t_us), v FROM _r")
+    con.unregister("_r")
+    snapshot.set_meta("taken_at", datetime.fromtimestamp(t1, UTC).replace(tzinfo=None).isoformat())
+    snapshot.has_devices = True
 
 
 
@@ -277,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         emit("duckdb_threads", int(threads), "threads")
         cube = Cube(snap, tree)
         t, c = time.perf_counter(), time.process_time()
-        cube.sync()
+        cube.build()
         emit("cube_build", time.perf_counter() - t, f"s wall, {time.process_time() - c:.2f} s CPU (once; and "
              "whenever the tree, the places or the time zone change)")
         size = cube.size()
@@ -315,9 +355,10 @@ def main(argv: list[str] | None = None) -> int:
         emit("tree_year_total_best", min_total(args, snap, tree, year, cube), "s (facts + values, one run)")
         if not args.no_check:
             for grain in (Grain.YEAR, Grain.MONTH):
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 scan = facts(grain, use_cube=False)
-                emit(f"scan_{grain.value}", time.perf_counter() - t, "s (the same facts by scanning every case)")
+                emit(f"scan_{grain.value}", time.perf_counter() - t, f"s wall, {time.process_time() - c:.2f} s CPU "
+                     "(the same facts by scanning every case, as before the cube)")
                 emit(f"cube_equals_scan_{grain.value}", int(_same(tables_cube := facts(grain), scan)),
                      "(1 = every sum identical)")
                 del tables_cube
@@ -336,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
             for grain in (Grain.YEAR, Grain.MONTH):
                 emit(f"cube_equals_scan_after_refresh_{grain.value}",
                      int(_same(facts(grain), facts(grain, use_cube=False))), "(1 = every sum identical)")
+        print(f"# load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         snap.close()
         if args.refresh_rows:
             refresh_bench(args.refresh_rows, places, work)

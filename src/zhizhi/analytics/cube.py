@@ -108,10 +108,12 @@ class Cube:
         con = self.snapshot.con
         con.execute("CREATE OR REPLACE TABLE cube_slices (cat_id SMALLINT, source VARCHAR, slice SMALLINT)")
         self._map_new_categories()
-        for kind in ("r", "c", "n"):
-            con.execute(f"CREATE OR REPLACE TABLE cube_{kind} AS {self._select(kind)}")
+        # sorted by key, so a read hands rows over in (place, slice) order: the scatter into the facts
+        # matrix then writes memory in order (later incremental rows append unsorted: still correct)
         for kind in ("r", "c"):
-            con.execute(f"CREATE OR REPLACE TABLE cube_{kind}y AS {self._years(kind)}")
+            con.execute(f"CREATE OR REPLACE TABLE cube_{kind} AS {self._select(kind)} ORDER BY m, place_id, slice")
+            con.execute(f"CREATE OR REPLACE TABLE cube_{kind}y AS {self._years(kind)} ORDER BY y, place_id, slice")
+        con.execute(f"CREATE OR REPLACE TABLE cube_n AS {self._select('n')} ORDER BY place_id, slice")
         con.execute("DELETE FROM cube_dirty")
         self.snapshot.set_meta("cube_fingerprint", self.fingerprint)
 
@@ -147,7 +149,7 @@ class Cube:
             keys, aggs, cond = "c.cmonth AS m, c.place_id", CLOSED, "c.cmonth IS NOT NULL"
         else:
             keys, aggs, cond = "c.place_id", STOCKS, "c.is_open"
-        sums = ", ".join(f"CAST({sql} AS {'BIGINT' if f.endswith('seconds') else 'INTEGER'}) AS {f}"
+        sums = ", ".join(f"CAST(coalesce({sql}, 0) AS {'BIGINT' if f.endswith('seconds') else 'INTEGER'}) AS {f}"
                          for f, sql in aggs.items())
         return (f"SELECT {keys}, s.slice, {sums} FROM (SELECT c.* FROM cases c {semi}) c "
                 f"JOIN cube_slices s ON {join} WHERE {cond} GROUP BY ALL")
@@ -221,8 +223,12 @@ class Cube:
                 sql = f"SELECT place_id, slice, {sums} FROM cube_{kind} WHERE m >= $a AND m < $b GROUP BY ALL"
                 p = {"a": m0, "b": m1}
             out[kind] = con.execute(sql, p).fetchnumpy()
-        out["n"] = con.execute(f"SELECT place_id, slice, {', '.join(STOCKS)} FROM cube_n").fetchnumpy()
+        out["n"] = self.stocks()
         return out
+
+    def stocks(self) -> dict[str, np.ndarray]:
+        """The stocks now (open, overdue) per (place, slice)."""
+        return self.snapshot.con.execute(f"SELECT place_id, slice, {', '.join(STOCKS)} FROM cube_n").fetchnumpy()
 
     def size(self) -> dict[str, int]:
         """Rows per cube table (for the benchmark and docs)."""

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
-from zhizhi.analytics.cube import Cube
+from zhizhi.analytics.cube import STOCKS, Cube
 from zhizhi.analytics.snapshot import CLOSED_STATES, Snapshot, naive_utc
 from zhizhi.domain.indicators import DEVICE_FACTS, FACTS, IndicatorTree, Period, Slice, Source
 
@@ -164,8 +164,8 @@ def compute_facts(snapshot: Snapshot, tree: IndicatorTree, period: Period, *, cu
         p["deps"] = list(departments)
     months = cube.months_of(period) if cube is not None and not departments else None
     with snapshot.lock:
-        anc = con.execute("SELECT place_id, a0, a1, a2, a3, a4 FROM places ORDER BY place_id").fetchnumpy()
-        n = len(anc["place_id"])
+        ancestry = _ancestry(snapshot)
+        n = ancestry.shape[0]
         has_alarms = snapshot.has_alarms and bool(alarm_cols)
         has_devices = snapshot.has_devices and bool(sensing_cols)
         names = [*case_cols.values(), *(alarm_cols.values() if has_alarms else ()),
@@ -178,23 +178,37 @@ def compute_facts(snapshot: Snapshot, tree: IndicatorTree, period: Period, *, cu
             lap("sync")
             _from_cube(cube.read(months), case_cols, index, own)
             lap("cube")
+        elif cube is not None and not departments:
+            # days, weeks: scan only the cases reported or closed in the window; the stocks from the cube
+            cube.sync()
+            flows = [f for f in facts_used if f not in STOCKS]
+            _from_scan(snapshot, slices, by_source, flows, case_cols, index, own, p, departments, window=True)
+            _from_cube({"n": cube.stocks()}, case_cols, index, own)
+            lap("scan")
         else:
             _from_scan(snapshot, slices, by_source, facts_used, case_cols, index, own, p, departments)
             lap("scan")
         a1 = None
         if has_alarms:
+            # the (scene, severity) kinds are few: group by a small integer, fetch numbers only
+            kinds = con.execute("SELECT DISTINCT scene, severity FROM alarms ORDER BY ALL").fetchall()
             aggs = ", ".join(f"CAST({ALARM_AGGREGATES[f]} AS DOUBLE) AS {f}" for f in ALARM_AGGREGATES)
-            only = "WHERE list_contains($deps, department)" if departments else ""
-            a1 = con.execute(f"""SELECT place_id, scene, severity, {aggs}
-                FROM (SELECT *, raised_at >= $s AND raised_at < $e AS ri FROM alarms {only})
-                GROUP BY place_id, scene, severity""", p).fetchnumpy()
+            only = "WHERE list_contains($deps, a.department)" if departments else ""
+            con.register("_kinds", {"k": np.arange(len(kinds), dtype=np.int16),
+                                    "scene": np.array([k[0] for k in kinds], dtype=object),
+                                    "severity": np.array([k[1] for k in kinds], dtype=object)})
+            a1 = con.execute(f"""SELECT place_id, k, {aggs}
+                FROM (SELECT a.place_id, a.ack_s, a.case_id, a.state, k.k,
+                             a.raised_at >= $s AND a.raised_at < $e AS ri
+                      FROM alarms a JOIN _kinds k ON k.scene IS NOT DISTINCT FROM a.scene
+                                                 AND k.severity IS NOT DISTINCT FROM a.severity {only})
+                GROUP BY place_id, k""", p).fetchnumpy()
+            con.unregister("_kinds")
         if has_devices:
             _sensing_facts(snapshot, by_slice, sensing_cols, index, own, p, departments)
-    lap("alarms")
+    lap("sensing")
     if a1 is not None and len(a1["place_id"]):
-        keys = list(zip(a1["scene"].tolist(), a1["severity"].tolist(), strict=True))
-        kinds = {k: i for i, k in enumerate(dict.fromkeys(keys))}
-        kind = np.array([kinds[k] for k in keys], dtype=np.int64)
+        kind = np.asarray(a1["k"], dtype=np.int64)
         aplace = np.asarray(a1["place_id"], dtype=np.int64)
         for f in ALARM_AGGREGATES:
             wanted = [(sid, col) for (sid, ff), col in alarm_cols.items() if ff == f]
@@ -208,14 +222,6 @@ def compute_facts(snapshot: Snapshot, tree: IndicatorTree, period: Period, *, cu
                 own[:, index[col]] = per_slice[:, j]
     lap("slices")
     # 3. every place adds into itself and each ancestor: one sparse product
-    rows, cols = [], []
-    for lv in range(5):
-        a = np.ma.filled(np.ma.asarray(anc[f"a{lv}"], dtype=np.int64), -1)
-        ok = a >= 0
-        rows.append(a[ok])
-        cols.append(np.flatnonzero(ok))
-    r, c = np.concatenate(rows), np.concatenate(cols)
-    ancestry = sparse.csr_matrix((np.ones(len(r)), (r, c)), shape=(n, n))
     matrix = np.asarray(ancestry @ own)
     lap("levels")
     name = f"facts_{next(_counter)}"
@@ -278,14 +284,35 @@ def _sensing_facts(snapshot: Snapshot, by_slice: dict[int, Slice], cols: dict[tu
             own[place, index[col]] = np.asarray(got[f], dtype=float)
 
 
+def _ancestry(snapshot: Snapshot) -> sparse.csr_matrix:
+    """The (area × place) 0/1 matrix adding every place into itself and each ancestor; kept per places load."""
+    got = snapshot.derived.get("ancestry")
+    if got is None:
+        anc = snapshot.con.execute("SELECT place_id, a0, a1, a2, a3, a4 FROM places ORDER BY place_id").fetchnumpy()
+        n = len(anc["place_id"])
+        rows, cols = [], []
+        for lv in range(5):
+            a = np.ma.filled(np.ma.asarray(anc[f"a{lv}"], dtype=np.int64), -1)
+            ok = a >= 0
+            rows.append(a[ok])
+            cols.append(np.flatnonzero(ok))
+        r, c = np.concatenate(rows), np.concatenate(cols)
+        got = sparse.csr_matrix((np.ones(len(r)), (r, c)), shape=(n, n))
+        snapshot.derived["ancestry"] = got
+    return got
+
+
 def _from_cube(data: dict[str, dict[str, np.ndarray]], case_cols: dict[tuple[int, str], str],
                index: dict[str, int], own: np.ndarray) -> None:
-    """Put the cube's (place, slice) sums into the (place × column) matrix: each row is one cell already."""
+    """Put the cube's (place, slice) sums into the (place × column) matrix: each row is one cell already,
+    so this is one flat `put` per fact (no grouping, no mapping)."""
     n_sl = 1 + max((sid for sid, _ in case_cols), default=0)
+    flat = own.reshape(-1)  # a view: own is C-contiguous
+    width = own.shape[1]
     for d in data.values():
         if not len(d["place_id"]):
             continue
-        place = np.asarray(d["place_id"], dtype=np.int64)
+        base = np.asarray(d["place_id"], dtype=np.int64) * width
         sl = np.asarray(d["slice"], dtype=np.int64)
         for f in d:
             if f in ("place_id", "slice"):
@@ -297,19 +324,31 @@ def _from_cube(data: dict[str, dict[str, np.ndarray]], case_cols: dict[tuple[int
             if (colmap < 0).all():
                 continue
             c = colmap[sl]
+            vals = d[f]
+            vals = np.ma.filled(vals, 0) if np.ma.isMaskedArray(vals) else vals
             keep = c >= 0
-            own[place[keep], c[keep]] = np.ma.filled(np.ma.asarray(d[f], dtype=float), 0.0)[keep]
+            if keep.all():
+                flat[base + c] = vals
+            else:
+                flat[(base + c)[keep]] = vals[keep]
 
 
 def _from_scan(snapshot: Snapshot, slices: dict[Slice, int], by_source: bool, facts_used: list[str],
                case_cols: dict[tuple[int, str], str], index: dict[str, int], own: np.ndarray,
-               p: dict[str, Any], departments: Sequence[str]) -> None:
-    """Sum the case facts with one scan of the cases, per (place, signature), then per slice."""
+               p: dict[str, Any], departments: Sequence[str], *, window: bool = False) -> None:
+    """Sum the case facts with one scan of the cases, per (place, signature), then per slice.
+
+    `window` reads only the cases reported or closed in the period (enough for every fact but the stocks).
+    """
+    if not facts_used:
+        return
     sigs = _signatures(snapshot, slices, by_source)
     inputs = ", ".join(_CASE_INPUTS + (("source",) if by_source else ()))
     join = "g.cat_id = c.cat_id" + (" AND g.source = c.source" if by_source else "")
     aggs = ", ".join(f"CAST({CASE_AGGREGATES[f]} AS DOUBLE) AS {f}" for f in facts_used)
-    only = "WHERE list_contains($deps, department)" if departments else ""
+    conds = (["list_contains($deps, department)"] if departments else []) + (
+        ["(reported_at >= $s AND reported_at < $e OR closed_at >= $s AND closed_at < $e)"] if window else [])
+    only = ("WHERE " + " AND ".join(conds)) if conds else ""
     s1 = snapshot.con.execute(f"""
         SELECT c.place_id, g.sig_id, {aggs} FROM (
             SELECT {inputs}, reported_at >= $s AND reported_at < $e AS ri,

@@ -119,6 +119,7 @@ class Snapshot:
         self.tz = str(ZoneInfo(tz))  # validates the zone: it is written into SQL below
         self.con = duckdb.connect(str(path) if path is not None else ":memory:")
         self.lock = threading.RLock()
+        self.derived: dict[str, Any] = {}  # things computed from the places (the roll-up's ancestry), per load
         self._migrate()
         self.has_alarms = self.meta("alarms_present") == "1"
         self.has_devices = self.meta("devices_present") == "1"
@@ -291,6 +292,7 @@ class Snapshot:
             cols[f"a{lv}"] = np.array([-1 if anc[c][lv] is None else ids[anc[c][lv]]  # type: ignore[index]
                                        for c in ordered], dtype=np.int32)
         with self.lock:
+            self.derived.clear()
             self.con.register("_places_in", cols)
             try:
                 self.con.execute("DELETE FROM places")
