@@ -219,7 +219,8 @@ class Cube:
             elif m1 - m0 == 1:
                 sql, p = f"SELECT place_id, slice, {cols} FROM cube_{kind} WHERE m = $m", {"m": m0}
             else:
-                sums = ", ".join(f"sum({f}) AS {f}" for f in aggs)
+                sums = ", ".join(f"CAST(sum({f}) AS {'BIGINT' if f.endswith('seconds') else 'INTEGER'}) AS {f}"
+                                 for f in aggs)
                 sql = f"SELECT place_id, slice, {sums} FROM cube_{kind} WHERE m >= $a AND m < $b GROUP BY ALL"
                 p = {"a": m0, "b": m1}
             out[kind] = con.execute(sql, p).fetchnumpy()
