@@ -229,9 +229,6 @@ def compute_facts(snapshot: Snapshot, tree: IndicatorTree, period: Period, *, cu
     return FactsTable(name, period, slices, available, has_alarms, matrix, index, seconds)
 
 
-_LIMIT_SQL = {">": "r.value > $lim", ">=": "r.value >= $lim", "<": "r.value < $lim", "<=": "r.value <= $lim"}
-
-
 def _sensing_facts(snapshot: Snapshot, by_slice: dict[int, Slice], cols: dict[tuple[int, str], str],
                    index: dict[str, int], own: np.ndarray, p: dict[str, Any], departments: Sequence[str]) -> None:
     """Device counts (active, online) and reading sums (count, over the limit, sum) per (place, slice).
@@ -265,23 +262,31 @@ def _sensing_facts(snapshot: Snapshot, by_slice: dict[int, Slice], cols: dict[tu
     for (sid, f), col in cols.items():
         if f not in DEVICE_FACTS:
             wanted.setdefault(sid, []).append((f, col))
+    if not wanted:
+        return
+    # one pass over the readings in the window, per (place, scene, quantity), with a count per distinct limit
+    limits = sorted({(by_slice[sid].limit_op, by_slice[sid].limit) for sid in wanted if by_slice[sid].limit_op},
+                    key=repr)
+    params: dict[str, Any] = {"s": p["s"], "e": p["e"], "qs": sorted({str(by_slice[sid].quantity) for sid in wanted}),
+                              **deps, **{f"l{i}": lim for i, (_, lim) in enumerate(limits)}}
+    overs = "".join(f", CAST(count_if(r.value {op} $l{i}) AS DOUBLE) AS o{i}" for i, (op, _) in enumerate(limits))
+    got = con.execute(f"""SELECT d.place_id, d.scene, s.quantity, CAST(count(*) AS DOUBLE) AS readings,
+            sum(r.value) AS reading_sum {overs}
+        FROM readings r JOIN datastreams s ON s.id = r.datastream_id JOIN devices d ON d.id = s.device_id
+        WHERE list_contains($qs, s.quantity) AND r.t >= $s AND r.t < $e {only}
+        GROUP BY d.place_id, d.scene, s.quantity""", params).fetchnumpy()
+    place = np.asarray(got["place_id"], dtype=np.int64)
+    scene = np.asarray(got["scene"], dtype=object)
+    quantity = np.asarray(got["quantity"], dtype=object)
     for sid, facts in wanted.items():
         sl = by_slice[sid]
-        over = _LIMIT_SQL[sl.limit_op] if sl.limit_op else "false"
-        params: dict[str, Any] = {"s": p["s"], "e": p["e"], "q": sl.quantity, **deps}
+        keep = quantity == sl.quantity
         if sl.scenes:
-            params["scenes"] = list(sl.scenes)
-        if sl.limit_op:
-            params["lim"] = sl.limit
-        scenes = " AND list_contains($scenes, d.scene)" if sl.scenes else ""
-        got = con.execute(f"""SELECT d.place_id, CAST(count(*) AS DOUBLE) AS readings,
-                CAST(count_if({over}) AS DOUBLE) AS readings_over, sum(r.value) AS reading_sum
-            FROM readings r JOIN datastreams s ON s.id = r.datastream_id JOIN devices d ON d.id = s.device_id
-            WHERE s.quantity = $q AND r.t >= $s AND r.t < $e {scenes} {only}
-            GROUP BY d.place_id""", params).fetchnumpy()
-        place = np.asarray(got["place_id"], dtype=np.int64)
+            keep &= np.isin(scene, list(sl.scenes))
         for f, col in facts:
-            own[place, index[col]] = np.asarray(got[f], dtype=float)
+            key = f if f != "readings_over" else f"o{limits.index((sl.limit_op, sl.limit))}"
+            vals = np.asarray(got[key], dtype=float)[keep]
+            own[:, index[col]] = np.bincount(place[keep], weights=vals, minlength=n)[:n]
 
 
 def _ancestry(snapshot: Snapshot) -> sparse.csr_matrix:
