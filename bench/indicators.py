@@ -252,8 +252,9 @@ def change_cases(snap: Any, n: int, seed: int) -> list[tuple[Any, ...]]:
     now = naive_utc(NOW)
     assert now is not None
     half = n // 2
-    opened = snap.con.execute(f"""SELECT id, source, category, department, level, place_code, reported_at,
-            dispatched_at FROM cases WHERE is_open
+    # (a sample clause applies before WHERE: sample the open cases from a subquery)
+    opened = snap.con.execute(f"""SELECT * FROM (SELECT id, source, category, department, level, place_code,
+            reported_at, dispatched_at FROM cases WHERE is_open)
             USING SAMPLE reservoir({int(half)} ROWS) REPEATABLE (7)""").fetchall()
     rows: list[tuple[Any, ...]] = []
     for cid, src, cat, dep, lv, place, rep, disp in opened:
