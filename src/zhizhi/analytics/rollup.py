@@ -1,11 +1,14 @@
-"""The roll-up: every fact the tree reads, for every slice, for every area at every level, in one scan.
+"""The roll-up: every fact the tree reads, for every slice, for every area at every level.
 
-1. DuckDB scans the cases once and sums every fact per (finest place, slice signature): a signature is the
-   set of slices a category falls in (a category sits in its sector, its runway, the loop …), so overlapping
-   slices cost no extra scan and there are far fewer groups than (place, category);
-2. a 0/1 (signature × slice) matrix turns those sums into per-slice sums, keeping only the (slice, fact)
-   pairs some formula reads;
-3. a sparse (area × place) ancestry matrix adds every place into itself and all its ancestors, which gives
+1. The case facts per (finest place, slice). For whole local months (month, quarter, year) they are read from
+   the cube (`zhizhi.analytics.cube`), kept summed at refresh time, so a read never scans the cases. For
+   days and weeks (and a department's scope, which the cube has no dimension for), DuckDB scans the cases
+   once and sums every fact per (finest place, slice signature). A signature is the set of slices a category
+   falls in (a category sits in its sector, its runway, the loop …), so overlapping slices cost no extra scan,
+   and a 0/1 (signature × slice) matrix turns those sums into per-slice sums.
+2. Sensing facts: alarms per (place, scene, severity), devices per place, readings per (place, scene,
+   quantity), each mapped to the slices that match.
+3. A sparse (area × place) ancestry matrix adds every place into itself and all its ancestors, which gives
    city, district, street, community and grid in one product.
 
 Because every fact is a sum, a district's facts are exactly the sums of its cases (never an average of
@@ -250,10 +253,13 @@ def _sensing_facts(snapshot: Snapshot, by_slice: dict[int, Slice], cols: dict[tu
     seen = np.array([np.datetime64(d[2], "us") if d[2] is not None else np.datetime64("NaT") for d in devices],
                     dtype="datetime64[us]")
     at = np.datetime64(taken, "us") if taken else np.datetime64("NaT")
+    kind_ids: dict[tuple[str, frozenset[str]], int] = {}  # (scene, quantities): few, so match per kind
+    kind = np.array([kind_ids.setdefault((d[1], frozenset(d[3])), len(kind_ids)) for d in devices], dtype=np.int64)
     for (sid, f), col in cols.items():
         sl = by_slice[sid]
         if f in DEVICE_FACTS:
-            keep = np.array([sl.matches_device(d[1], set(d[3])) for d in devices], dtype=np.bool_)
+            match = np.array([sl.matches_device(sc, qs) for sc, qs in kind_ids], dtype=np.bool_)
+            keep = match[kind] if len(kind) else np.zeros(0, dtype=np.bool_)
             if f == "devices_online":
                 window = np.timedelta64(int(sl.online_minutes * 60_000_000), "us")
                 keep &= ~np.isnat(seen) & (seen >= at - window)
