@@ -3,13 +3,16 @@
 Generates N cases (default 10,000,000) straight into the DuckDB snapshot the engine reads — in the same
 columns `Snapshot.refresh` writes from the case store — spread over the Chongqing demo city's grids by
 population, over 2026 up to the bench's "now" (2026-11-23), with realistic shares of states, durations,
-overdue marks, satisfaction scores and repeats, plus sensing alarms. Then it times:
+overdue marks, satisfaction scores and repeats, plus sensing alarms (one per 50 cases), devices (one per 500)
+and readings (one per 5). It builds the cube (`zhizhi.analytics.cube`), then times:
 
 * facts, year:  every fact of every slice of the tree, for all areas at all five levels, for the year 2026
   (the window holds every generated case);
-* facts, month: the same for November 2026 (the scan still reads every case: stocks such as open and
-  overdue cases are counted over all of them);
-* values, all:  every indicator's value and light for every area at every level, materialised in DuckDB.
+* facts, month: the same for November 2026;
+* values, all:  every indicator's value and light for every area at every level;
+* the same facts by a full scan of the cases (the way before the cube), and a check that they are identical;
+* an incremental change (`--changes` cases closed or reported, written by the refresh's write path), then
+  one cube sync, and the check again.
 
 Separately it measures the incremental copy from a real store into the snapshot (`--refresh-rows` cases
 written to a fresh SQLite file, then one `Snapshot.refresh`).
@@ -80,6 +83,7 @@ def generate(snapshot: Any, n: int, seed: int, categories: list[str]) -> None:
                 "JOIN categories d USING (code)")
     t0, t1 = YEAR_START.timestamp(), NOW.timestamp()
     span = (t1 - t0) / n
+    closed_ts = "make_timestamp(g.rep_us + g.closing::BIGINT * 1000000)"
     for start in range(0, n, CHUNK):
         m = min(CHUNK, n - start)
         ids = np.arange(start + 1, start + m + 1, dtype=np.int64)
@@ -115,7 +119,7 @@ def generate(snapshot: Any, n: int, seed: int, categories: list[str]) -> None:
         }
         batch["overdue_now"] = batch["open"] & batch["ever_overdue"]
         con.register("_g", batch)
-        con.execute("""
+        con.execute(f"""
             INSERT INTO cases SELECT g.id, p.code, g.place_id, c.code, c.cat_id,
                 ['citizen', 'hotline', 'grid_worker', 'sensor'][g.src + 1],
                 ['rejected', 'closed', 'evaluated', 'reported', 'registered', 'dispatched', 'handling',
@@ -124,7 +128,9 @@ def generate(snapshot: Any, n: int, seed: int, categories: list[str]) -> None:
                 CASE WHEN g.resp >= 0 THEN make_timestamp(g.rep_us + g.resp::BIGINT * 1000000) END,
                 CASE WHEN g.closing >= 0 THEN make_timestamp(g.rep_us + g.closing::BIGINT * 1000000) END,
                 NULL, nullif(g.resp, -1), nullif(g.closing, -1), nullif(g.sat, 0), g.ever_overdue,
-                g.overdue_now, g.open, g.key::UBIGINT, g.repeat, make_timestamp(g.rep_us)
+                g.overdue_now, g.open, g.key::UBIGINT, g.repeat, make_timestamp(g.rep_us),
+                {snapshot.month_sql('make_timestamp(g.rep_us)')},
+                CASE WHEN g.closing >= 0 THEN {snapshot.month_sql(closed_ts)} END
             FROM _g g JOIN places p USING (place_id) JOIN cats c ON c.k = g.cat""")
         con.unregister("_g")
     na = max(n // 50, 10)
@@ -142,9 +148,47 @@ def generate(snapshot: Any, n: int, seed: int, categories: list[str]) -> None:
             CASE WHEN cleared THEN 'cleared' WHEN ack >= 0 THEN 'acknowledged' ELSE 'raised' END,
             make_timestamp(raised_us), nullif(ack, -1),
             CASE WHEN cleared THEN make_timestamp(raised_us + 3600000000) END,
-            CASE WHEN to_case THEN id END FROM _al""")
+            CASE WHEN to_case THEN id END, NULL FROM _al""")
     con.unregister("_al")
     snapshot.has_alarms = True
+    sensing(snapshot, n, rng, gid, gw, t0, t1)
+
+
+#: Scenes, their quantities and a plausible reading (scale of a gamma draw) for each.
+SENSING = {"septic_tank": {"methane": 4.0, "temperature": 20.0}, "waterlogging": {"water_level": 3.0},
+           "forest_fire": {"temperature": 18.0, "humidity": 60.0, "wind_speed": 3.0, "smoke": 0.05},
+           "elderly": {"heart_rate": 75.0}, "high_throw": {"throw_event": 0.01}, "kitchen_waste": {"fill_level": 50.0}}
+
+
+def sensing(snapshot: Any, n: int, rng: Any, gid: np.ndarray, gw: np.ndarray, t0: float, t1: float) -> None:
+    """A device for every 500 cases, their datastreams, and a reading for every 5 cases over the year."""
+    con = snapshot.con
+    nd = max(n // 500, 10)
+    scene_names = list(SENSING)
+    scene = rng.integers(0, len(scene_names), nd)
+    seen_ago = rng.exponential(20 * 60, nd) * np.where(rng.random(nd) < 0.05, 20, 1)  # a few silent for hours
+    con.register("_dev", {"id": np.arange(1, nd + 1, dtype=np.int64), "place_id": rng.choice(gid, nd, p=gw),
+                          "scene": np.array(scene_names, dtype=object)[scene], "active": rng.random(nd) < 0.97,
+                          "seen_us": ((t1 - seen_ago) * 1e6).astype(np.int64)})
+    con.execute("INSERT INTO devices SELECT id, place_id, scene, scene, NULL, active, make_timestamp(seen_us) "
+                "FROM _dev")
+    con.unregister("_dev")
+    streams = [(d + 1, q, scale) for d, sc in enumerate(scene) for q, scale in SENSING[scene_names[sc]].items()]
+    ds_id = np.arange(1, len(streams) + 1, dtype=np.int64)
+    con.register("_ds", {"id": ds_id, "device_id": np.array([s[0] for s in streams], dtype=np.int64),
+                         "quantity": np.array([s[1] for s in streams], dtype=object)})
+    con.execute("INSERT INTO datastreams SELECT * FROM _ds")
+    con.unregister("_ds")
+    nr = max(n // 5, 10)
+    pick = rng.integers(0, len(streams), nr)
+    scale = np.array([s[2] for s in streams])[pick]
+    con.register("_r", {"ds": ds_id[pick], "t_us": ((t0 + rng.random(nr) * (t1 - t0)) * 1e6).astype(np.int64),
+                        "v": rng.gamma(2.0, scale / 2.0)})
+    con.execute("INSERT INTO readings SELECT ds, make_timestamp(t_us), v FROM _r")
+    con.unregister("_r")
+    snapshot.set_meta("taken_at", datetime.fromtimestamp(t1, UTC).replace(tzinfo=None).isoformat())
+    snapshot.has_devices = True
+
 
 
 def time_it(fn: Any, repeat: int) -> tuple[float, float, Any]:
@@ -199,20 +243,51 @@ def refresh_bench(rows: int, places: list[Any], work: Path) -> None:
     engine.dispose()
 
 
+def change_cases(snap: Any, n: int, seed: int) -> list[tuple[Any, ...]]:
+    """n changed cases, as a refresh would read them from the store: half of them open cases now closed
+    (and evaluated), half new reports today. Rows are in the store's column order (`_CASE_COLUMNS`)."""
+    from zhizhi.analytics.snapshot import naive_utc
+
+    rng = np.random.default_rng(seed)
+    now = naive_utc(NOW)
+    assert now is not None
+    half = n // 2
+    # (a sample clause applies before WHERE: sample the open cases from a subquery)
+    opened = snap.con.execute(f"""SELECT * FROM (SELECT id, source, category, department, level, place_code,
+            reported_at, dispatched_at FROM cases WHERE is_open)
+            USING SAMPLE reservoir({int(half)} ROWS) REPEATABLE (7)""").fetchall()
+    rows: list[tuple[Any, ...]] = []
+    for cid, src, cat, dep, lv, place, rep, disp in opened:
+        closed = max(now - timedelta(minutes=int(rng.integers(1, 600))), rep + timedelta(minutes=1))
+        rows.append((cid, src, "evaluated", cat, dep, lv, None, None, None, None, place, None, rep, disp, closed,
+                     None, None, int(rng.integers(1, 6)), now))
+    top = int(snap.con.execute("SELECT max(id) FROM cases").fetchall()[0][0])
+    base = snap.con.execute(f"SELECT place_code, category FROM cases USING SAMPLE reservoir({int(n - half)} ROWS) "
+                            "REPEATABLE (8)").fetchall()
+    for i, (place, cat) in enumerate(base, 1):
+        rep = now - timedelta(minutes=int(rng.integers(1, 600)))
+        rows.append((top + i, "citizen", "reported", cat, None, None, None, None, None, None, place, None, rep,
+                     None, None, None, None, None, now))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", type=int, default=10_000_000)
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per figure (best and median printed)")
     ap.add_argument("--refresh-rows", type=int, default=100_000, help="0 skips the store → snapshot figure")
+    ap.add_argument("--changes", type=int, default=20_000, help="changed cases for the incremental cube figure")
     ap.add_argument("--city", choices=["demo", "tiny"], default="demo")
     ap.add_argument("--threads", type=int, default=0, help="DuckDB threads (default: all cores)")
     ap.add_argument("--seed", type=int, default=20261123)
     ap.add_argument("--no-cluster", action="store_true", help="leave the cases in report-time order")
+    ap.add_argument("--no-check", action="store_true", help="skip the cube = scan checks (each is one full scan)")
     ap.add_argument("--cache-dir", type=Path, default=ROOT / "var" / "cache", help="demo city cache")
     args = ap.parse_args(argv)
 
     from zhizhi.adapters.catalogue_files import load_catalogue
     from zhizhi.analytics import rollup
+    from zhizhi.analytics.cube import Cube
     from zhizhi.analytics.service import load_tree
     from zhizhi.analytics.snapshot import Snapshot
     from zhizhi.domain.indicators import Grain, period_of
@@ -228,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         threads = snap.con.execute("SELECT current_setting('threads')").fetchall()[0][0]
         snap.load_places(places)
         by_level = dict(snap.con.execute("SELECT level, count(*) FROM places GROUP BY level").fetchall())
-        print(f"# city: {label}; {os.cpu_count()} CPUs on this machine, DuckDB threads {threads}")
+        print(f"# city: {label}; {os.cpu_count()} CPUs on this machine, DuckDB threads {threads}; "
+              f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         t = time.perf_counter()
         generate(snap, args.cases, args.seed, cats)
         if not args.no_cluster:
@@ -240,25 +316,34 @@ def main(argv: list[str] | None = None) -> int:
             f"{n} at level {lv}" for lv, n in sorted(by_level.items())) + ")")
         emit("tree", len(tree.indicators()), f"indicators in {len(tree.sectors)} sectors, {len(tree.slices())} slices")
         emit("duckdb_threads", int(threads), "threads")
-        tables: list[Any] = []
+        cube = Cube(snap, tree)
+        t, c = time.perf_counter(), time.process_time()
+        cube.build()
+        emit("cube_build", time.perf_counter() - t, f"s wall, {time.process_time() - c:.2f} s CPU (once; and "
+             "whenever the tree, the places or the time zone change)")
+        size = cube.size()
+        emit("cube_rows", sum(size.values()), "rows (" + ", ".join(f"{k} {v}" for k, v in size.items()) + ")")
+        tables: dict[Grain, Any] = {}
 
-        def facts(grain: Grain) -> Any:
-            table = rollup.compute_facts(snap, tree, period_of(grain, NOW))
-            tables.append(table)
+        def facts(grain: Grain, use_cube: bool = True) -> Any:
+            table = rollup.compute_facts(snap, tree, period_of(grain, NOW), cube=cube if use_cube else None)
+            tables[grain] = table
             return table
 
         for grain in (Grain.YEAR, Grain.MONTH):
+            c = time.process_time()
             best, med, table = time_it(lambda g=grain: facts(g), args.repeat)
-            rows = (table.matrix.size, int((table.matrix != 0).any(axis=1).sum()))
+            cpu = (time.process_time() - c) / args.repeat
             in_window = snap.con.execute("SELECT count(*) FROM cases WHERE reported_at >= $s AND reported_at < $e",
                                          {"s": table.period.start.replace(tzinfo=None),
                                           "e": table.period.end.replace(tzinfo=None)}).fetchall()[0][0]
-            emit(f"facts_{grain.value}_best", best, f"s (whole tree, every area at every level; "
-                 f"{in_window} cases reported in {table.period.label}, {rows[0]} sums, {rows[1]} areas with data)")
-            emit(f"facts_{grain.value}_median", med, "s")
-            emit(f"facts_{grain.value}_steps", " + ".join(f"{k} {v:.2f}" for k, v in table.seconds.items()), "s")
+            emit(f"facts_{grain.value}_best", best, f"s (whole tree, every area at every level, from the cube; "
+                 f"{in_window} cases reported in {table.period.label}, {table.matrix.size} sums, "
+                 f"{int((table.matrix != 0).any(axis=1).sum())} areas with data)")
+            emit(f"facts_{grain.value}_median", med, f"s ({cpu:.2f} s CPU per run, all threads)")
+            emit(f"facts_{grain.value}_steps", " + ".join(f"{k} {v:.3f}" for k, v in table.seconds.items()), "s")
 
-        year = tables[0]
+        year = tables[Grain.YEAR]
         codes = [i.code for i in tree.indicators()]
 
         def materialise() -> int:
@@ -268,14 +353,51 @@ def main(argv: list[str] | None = None) -> int:
         best, med, n_values = time_it(materialise, args.repeat)
         emit("values_all_areas_best", best, f"s ({n_values} values: indicators × areas, with lights)")
         emit("values_all_areas_median", med, "s")
-        emit("tree_year_total_best", min_total(args, snap, tree, year), "s (facts + values, one run)")
+        emit("tree_year_total_best", min_total(args, snap, tree, year, cube), "s (facts + values, one run)")
+        if not args.no_check:
+            for grain in (Grain.YEAR, Grain.MONTH):
+                t, c = time.perf_counter(), time.process_time()
+                scan = facts(grain, use_cube=False)
+                emit(f"scan_{grain.value}", time.perf_counter() - t, f"s wall, {time.process_time() - c:.2f} s CPU "
+                     "(the same facts by scanning every case, as before the cube)")
+                emit(f"cube_equals_scan_{grain.value}", int(_same(tables_cube := facts(grain), scan)),
+                     "(1 = every sum identical)")
+                del tables_cube
+        # an incremental change: N changed cases written the way a refresh writes them, then one sync
+        rows = change_cases(snap, args.changes, args.seed)
+        t, c = time.perf_counter(), time.process_time()
+        snap.upsert_rows(rows)
+        emit("refresh_upsert", time.perf_counter() - t, f"s wall, {time.process_time() - c:.2f} s CPU "
+             f"({len(rows)} changed cases into the {args.cases}-case snapshot)")
+        dirty = int(snap.con.execute("SELECT count(*) FROM cube_dirty").fetchall()[0][0])
+        t, c = time.perf_counter(), time.process_time()
+        stats = cube.sync()
+        emit("refresh_cube_sync", time.perf_counter() - t, f"s wall, {time.process_time() - c:.2f} s CPU "
+             f"({dirty} dirty marks, {stats.buckets} buckets recomputed)")
+        if not args.no_check:
+            for grain in (Grain.YEAR, Grain.MONTH):
+                emit(f"cube_equals_scan_after_refresh_{grain.value}",
+                     int(_same(facts(grain), facts(grain, use_cube=False))), "(1 = every sum identical)")
+        print(f"# load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         snap.close()
         if args.refresh_rows:
             refresh_bench(args.refresh_rows, places, work)
     return 0
 
 
-def min_total(args: Any, snap: Any, tree: Any, year: Any) -> float:
+def _same(a: Any, b: Any) -> bool:
+    """Two computed periods hold the same sums: case and alarm facts (integers) identical, sums of readings
+    equal to 1e-12 (DuckDB adds floats in a different order on each parallel run)."""
+    if set(a.index) != set(b.index):
+        return False
+    exact = sorted(c for c in a.index if not c.endswith("reading_sum"))
+    floats = sorted(c for c in a.index if c.endswith("reading_sum"))
+    same = np.array_equal(a.matrix[:, [a.index[c] for c in exact]], b.matrix[:, [b.index[c] for c in exact]])
+    return bool(same and np.allclose(a.matrix[:, [a.index[c] for c in floats]],
+                                     b.matrix[:, [b.index[c] for c in floats]], rtol=1e-12, atol=0))
+
+
+def min_total(args: Any, snap: Any, tree: Any, year: Any, cube: Any) -> float:
     """Facts then values from scratch, the way an API call after a refresh pays for them."""
     from zhizhi.analytics import rollup
 
@@ -283,7 +405,7 @@ def min_total(args: Any, snap: Any, tree: Any, year: Any) -> float:
     best = float("inf")
     for _ in range(args.repeat):
         t = time.perf_counter()
-        table = rollup.compute_facts(snap, tree, year.period)
+        table = rollup.compute_facts(snap, tree, year.period, cube=cube)
         rollup.value_arrays(snap, tree, table, codes, "true", {})
         best = min(best, time.perf_counter() - t)
     return best

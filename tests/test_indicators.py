@@ -300,3 +300,137 @@ def test_clustering_the_snapshot_changes_no_value(app: Any, loop_story: dict[str
     service.refresh(force=True)  # the overlap re-reads rows into the rewritten table: still no duplicates
     after = service.read(SYSTEM_PRINCIPAL, level="grid", grain="month").rows
     assert after == before
+
+
+def _sensing_rows(app: Any) -> None:
+    """Devices, datastreams, readings and one alarm, in the sensing capability's tables (rows as it writes them).
+
+    G1 gauge 江北, online (heard 30 min before now), department water: water level 10, 25, 30
+    G2 gauge 渝中, silent for 3 h (offline), department other: 5
+    G3 gauge 江北, retired (not a device any more, its reading still counts): 50
+    M1 methane detector 江北, online: 30 and 10 in November, 40 in October (another period); one alarm
+    """
+    from zhizhi.adapters.orm_sensing import AlarmRow, DatastreamRow, DeviceRow, ObservationRow
+
+    devices = [  # code, type, scene, grid, department, status, last seen (h after T0), {quantity: [(h, value)]}
+        ("G1", "water_gauge", "waterlogging", "500105002001001", "water", "active", 5.5,
+         {"water_level": [(1, 10.0), (2, 25.0), (3, 30.0)]}),
+        ("G2", "water_gauge", "waterlogging", "500103001001001", "other", "active", 3,
+         {"water_level": [(2, 5.0)]}),
+        ("G3", "water_gauge", "waterlogging", "500105002001001", "water", "retired", 2,
+         {"water_level": [(2, 50.0)]}),
+        ("M1", "methane_detector", "septic_tank", "500105002001001", "water", "active", 5.9,
+         {"methane": [(1, 30.0), (2, 10.0), (-24 * 30, 40.0)], "temperature": [(1, 20.0)]}),
+    ]
+    with app.sessions() as s:
+        for code, typ, scene, grid, dep, status, seen, streams in devices:
+            d = DeviceRow(code=code, name=code, type=typ, model="", scene=scene, place_code=grid,
+                          district_code=grid[:6], lon=106.6, lat=29.5, department_code=dep, status=status,
+                          last_seen=T0 + timedelta(hours=seen), registered_at=T0 - timedelta(days=60),
+                          rule_overrides={}, properties={})
+            s.add(d)
+            s.flush()
+            for quantity, readings in streams.items():
+                ds = DatastreamRow(device_id=d.id, quantity=quantity, name=quantity, description="", unit="",
+                                   properties={})
+                s.add(ds)
+                s.flush()
+                for h, v in readings:
+                    t = int((T0 + timedelta(hours=h)).timestamp() * 1000)
+                    s.add(ObservationRow(datastream_id=ds.id, phenomenon_time=t, result=v))
+            if code == "M1":
+                s.add(AlarmRow(device_id=d.id, device_code=code, rule_code="methane_high", scene=scene,
+                               severity="major", state="raised", raised_at=T0 + timedelta(hours=1),
+                               grid_code=grid, count=1, message=""))
+        s.commit()
+
+
+def test_observation_indicators_from_devices_and_readings(app: Any, loop_story: dict[str, int],
+                                                          service: IndicatorService) -> None:
+    empty = values(service.read(SYSTEM_PRINCIPAL, grain="month"), "500000")
+    assert empty["emergencies.flood.online_rate"]["status"] == "no_data"  # no device: nothing to divide by
+    assert empty["emergencies.flood.water_level_mean"]["status"] == "no_data"
+    _sensing_rows(app)
+    service.refresh(force=True)
+    city = values(service.read(SYSTEM_PRINCIPAL, grain="month"), "500000")
+    online = city["emergencies.flood.online_rate"]
+    assert (online["numerator"], online["denominator"], online["value"]) == (1, 2, 50.0)  # G1 of G1, G2
+    assert online["status"] == "red"
+    assert city["emergencies.flood.water_level_mean"]["value"] == pytest.approx(24.0)  # 120 / 5 readings
+    assert city["emergencies.flood.water_level_mean"]["status"] == "red"
+    assert city["emergencies.flood.water_over_per_1000"]["value"] == pytest.approx(600.0)  # 25, 30, 50 of 5
+    assert city["public_safety.sensing.methane_over_per_1000"]["value"] == pytest.approx(500.0)  # October's 40 is out
+    assert city["public_safety.sensing.online_rate"]["value"] == 100.0
+    assert city["public_safety.sensing.alarms_per_device"]["value"] == 1.0  # one alarm, one septic-tank device
+    assert city["ecology.forest_monitoring.online_rate"]["status"] == "no_data"  # no forest station
+    jb = values(service.read(SYSTEM_PRINCIPAL, area="500105", grain="month"), "500105")
+    assert jb["emergencies.flood.online_rate"]["value"] == 100.0
+    assert jb["emergencies.flood.water_level_mean"]["value"] == pytest.approx(115 / 4)
+    yz = values(service.read(SYSTEM_PRINCIPAL, area="500103", grain="month"), "500103")
+    assert yz["emergencies.flood.online_rate"]["value"] == 0.0 and yz["public_safety.sensing.online_rate"][
+        "status"] == "no_data"
+    october = values(service.read(SYSTEM_PRINCIPAL, grain="month", at=T0 - timedelta(days=30)), "500000")
+    assert october["public_safety.sensing.methane_over_per_1000"]["value"] == 1000.0
+
+
+def test_department_handler_counts_only_its_departments(app: Any, loop_story: dict[str, int],
+                                                        service: IndicatorService) -> None:
+    with app.uow() as uow:
+        deps = {k: uow.cases.get(cid).department_code for k, cid in loop_story.items()}
+    dep = deps["A"]
+    mine = [k for k, d in deps.items() if d == dep]
+    assert dep and 0 < len(mine) < len(loop_story)
+    handler = Principal(user_id=9, username="h", roles=frozenset({"handler"}), departments=(dep,))
+    for grain in ("month", "year", "day"):  # the cube (months, years) and the scan (days)
+        v = values(service.read(handler, grain=grain), "500000")
+        assert v["loop.intake.reported"]["value"] == len(mine), grain
+    everyone = values(service.read(SYSTEM_PRINCIPAL, grain="month"), "500000")
+    assert everyone["loop.intake.reported"]["value"] == 6  # the unscoped read is not served the scoped cache
+    s = service.summary(handler, days=7)
+    assert sum(d["reported"] for d in s["trend"]) == len(mine)
+    assert all(c["department_code"] == dep for c in s["overdue"]["cases"])
+    _sensing_rows(app)
+    service.refresh(force=True)
+    water = Principal(user_id=10, username="w", roles=frozenset({"handler"}), departments=("water",))
+    w = values(service.read(water, grain="month"), "500000")
+    assert w["loop.intake.reported"]["value"] == 0  # no case of "water"
+    assert w["emergencies.flood.online_rate"]["denominator"] == 1  # G1 only: G2 belongs to another department
+    nobody = Principal(user_id=11, username="n", roles=frozenset({"handler"}))  # a handler without a department
+    with pytest.raises(NotFound):
+        service.read(nobody)
+    with pytest.raises(NotFound):
+        service.summary(nobody)
+
+
+def test_the_cube_gives_exactly_the_sums_of_a_full_scan(app: Any, loop_story: dict[str, int],
+                                                         service: IndicatorService) -> None:
+    from zhizhi.analytics import rollup
+    from zhizhi.domain.indicators import Grain, period_of
+
+    def same() -> None:
+        for grain in (Grain.MONTH, Grain.QUARTER, Grain.YEAR, Grain.WEEK):
+            period = period_of(grain, T0)
+            cubed = rollup.compute_facts(service.snapshot, service.tree, period, cube=service.cube)
+            scanned = rollup.compute_facts(service.snapshot, service.tree, period)
+            assert cubed.index == scanned.index
+            assert (cubed.matrix == scanned.matrix).all(), grain
+            assert cubed.matrix.any(), grain
+
+    service.refresh(force=True)
+    assert service.cube.months_of(period_of(Grain.QUARTER, T0)) is not None  # whole months: from the cube
+    assert service.cube.months_of(period_of(Grain.WEEK, T0)) is None
+    same()
+    f = loop_story["F"]  # closed after the cube was built: its buckets are recomputed at the next sync
+    h = handler_of(app, f)
+    act(app, f, 6.1, "accept", h)
+    act(app, f, 6.2, "handle", h, note="已处理")
+    act(app, f, 6.3, "verify", passed=True, note="通过")
+    report(app, "H", 6.4, 106.52, 29.52, category_code="C0101", reporter_phone="13800000001")  # a repeat of B
+    service.refresh(force=True)
+    assert service.snapshot.con.execute("SELECT count(*) FROM cube_dirty").fetchall()[0][0] == 0
+    same()
+    before = {t: service.snapshot.con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()
+              for t in ("cube_r", "cube_c", "cube_ry", "cube_cy", "cube_n")}
+    service.cube.build()  # a rebuild from scratch agrees with the incremental upkeep
+    after = {t: service.snapshot.con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in before}
+    assert after == before

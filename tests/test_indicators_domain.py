@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from zhizhi.analytics.rollup import ALARM_AGGREGATES, CASE_AGGREGATES
+from zhizhi.analytics.rollup import ALARM_AGGREGATES, CASE_AGGREGATES, OBSERVATION_FACTS
 from zhizhi.analytics.service import load_tree
 from zhizhi.domain.errors import ValidationFailed
 from zhizhi.domain.indicators import (
@@ -101,6 +101,13 @@ def _tree(**ind: object) -> dict[str, object]:
     ({"name_zh": ""}, "name_zh"),
     ({"thresholds": {"direction": "up", "yellow": 1, "red": 2}}, "bad thresholds"),
     ({"grain": "hour"}, "unknown grain"),
+    ({"formula": {"numerator": "readings_over", "denominator": "readings"}}, "need a quantity"),
+    ({"formula": {"numerator": "readings_over", "denominator": "readings"}, "quantity": "methane"}, "needs a limit"),
+    ({"formula": {"numerator": "readings_over"}, "quantity": "methane", "limit": {"op": "=", "value": 1}},
+     "limit op"),
+    ({"formula": {"numerator": "reading_sum", "denominator": "alarms_raised"}, "quantity": "methane"},
+     "mixes sources"),
+    ({"formula": {"numerator": "devices_online", "denominator": "devices"}, "online_minutes": 0}, "online_minutes"),
 ])
 def test_tree_errors_name_the_node(bad: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationFailed) as err:
@@ -144,7 +151,7 @@ def test_evaluate_keeps_the_sums_it_used() -> None:
 
 
 def test_the_engine_computes_every_fact_the_domain_names() -> None:
-    assert set(CASE_AGGREGATES) | set(ALARM_AGGREGATES) | {"population"} == set(FACTS)
+    assert set(CASE_AGGREGATES) | set(ALARM_AGGREGATES) | set(OBSERVATION_FACTS) | {"population"} == set(FACTS)
 
 
 def test_default_tree_has_eight_sectors_and_the_loops_measures() -> None:
@@ -174,3 +181,22 @@ def test_default_tree_categories_exist_in_the_catalogue() -> None:
     for ind in load_tree().indicators():
         for prefix in ind.slice.categories:
             assert any(c.startswith(prefix) for c in codes), (ind.code, prefix)
+
+
+def test_observation_indicators_read_their_quantity_limit_and_scenes() -> None:
+    tree = parse_tree({"sectors": [{"code": "e", "name_zh": "应急", "categories": ["I04"], "scenes": ["waterlogging"],
+                                    "indicators": [
+        {"code": "e.over", "name_zh": "超限", "quantity": "water_level", "limit": {"op": ">=", "value": 20},
+         "formula": {"numerator": "readings_over", "denominator": "readings", "scale": 1000}},
+        {"code": "e.per_device", "name_zh": "台均预警", "formula": {"numerator": "alarms_raised",
+                                                                 "denominator": "devices"}},
+    ]}]})
+    over, per_device = tree.get("e.over"), tree.get("e.per_device")
+    assert over.source is Source.OBSERVATIONS and over.slice.categories == ()
+    assert (over.slice.scenes, over.slice.quantity, over.slice.limit_op, over.slice.limit) == (
+        ("waterlogging",), "water_level", ">=", 20.0)
+    assert over.slice.matches_device("waterlogging", {"water_level"})
+    assert not over.slice.matches_device("waterlogging", {"methane"})
+    assert not over.slice.matches_device("elderly", {"water_level"})
+    assert per_device.source is Source.ALARMS  # alarms per device: the devices of the same scenes
+    assert tree_to_dict(tree)[0]["indicators"][0]["slice"]["limit"] == {"op": ">=", "value": 20.0}

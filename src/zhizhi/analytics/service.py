@@ -28,8 +28,9 @@ import duckdb
 from sqlalchemy import Engine
 
 from zhizhi.analytics import rollup
+from zhizhi.analytics.cube import Cube
 from zhizhi.analytics.snapshot import RefreshStats, Snapshot, naive_utc
-from zhizhi.domain.access import Principal
+from zhizhi.domain.access import Principal, Scope, scope_of
 from zhizhi.domain.errors import NotFound, ValidationFailed
 from zhizhi.domain.indicators import Grain, IndicatorTree, Period, parse_tree, period_of
 from zhizhi.domain.places import Level
@@ -85,7 +86,8 @@ class IndicatorService:
         self.category_names = category_names or {}
         self.reveal: Callable[[str | None], str | None] | None = None  # decrypts personal fields (set by for_app)
         self._refreshed_at: datetime | None = None
-        self._cache: OrderedDict[tuple[int, datetime, datetime], rollup.FactsTable] = OrderedDict()
+        self.cube = Cube(snapshot, tree)
+        self._cache: OrderedDict[tuple[int, datetime, datetime, tuple[str, ...]], rollup.FactsTable] = OrderedDict()
         self._lock = threading.RLock()
 
     @classmethod
@@ -98,11 +100,12 @@ class IndicatorService:
         snapshot: Snapshot | None = None
         if not in_memory:
             try:
-                snapshot = Snapshot(zz.settings.data_dir / "analytics" / "snapshot.duckdb")
+                snapshot = Snapshot(zz.settings.data_dir / "analytics" / "snapshot.duckdb", tz=zz.settings.timezone)
             except duckdb.IOException as exc:
                 log.warning("indicator snapshot file busy (%s); using an in-memory snapshot", exc)
         names = {c.code: c.name_zh for c in zz.catalogue.categories()}
-        service = cls(zz.engine, tree=load_tree(tree_file), snapshot=snapshot or Snapshot(None), clock=zz.clock.now,
+        snapshot = snapshot or Snapshot(None, tz=zz.settings.timezone)
+        service = cls(zz.engine, tree=load_tree(tree_file), snapshot=snapshot, clock=zz.clock.now,
                       tz=zz.settings.timezone, category_names=names)
         cipher = zz.sessions.kw.get("info", {}).get("cipher")
         service.reveal = cipher.decrypt if cipher is not None else None
@@ -116,17 +119,20 @@ class IndicatorService:
             if (not force and self._refreshed_at is not None
                     and (now - self._refreshed_at).total_seconds() < self.refresh_interval_s):
                 return None
-            stats = self.snapshot.refresh(self.engine, self.reveal)
+            stats = self.snapshot.refresh(self.engine, self.reveal, now=self.clock())
+            self.cube.sync()  # the changed buckets are recomputed here, so reads do not pay for them
             self._refreshed_at = now
             return stats
 
-    def facts(self, period: Period) -> rollup.FactsTable:
-        """The facts of a period, computed once per snapshot version."""
+    def facts(self, period: Period, departments: Sequence[str] = ()) -> rollup.FactsTable:
+        """The facts of a period (over the cases of `departments` only, when given), computed once per
+        snapshot version."""
         with self._lock:
-            key = (self.snapshot.version, period.start, period.end)
+            key = (self.snapshot.version, period.start, period.end, tuple(sorted(departments)))
             table = self._cache.get(key)
             if table is None:
-                table = rollup.compute_facts(self.snapshot, self.tree, period)
+                table = rollup.compute_facts(self.snapshot, self.tree, period, cube=self.cube,
+                                             departments=key[3])
                 self._cache[key] = table
                 while len(self._cache) > 4:
                     _, old = self._cache.popitem(last=False)
@@ -134,8 +140,19 @@ class IndicatorService:
             return table
 
     # ----- areas and scope ---------------------------------------------------------------------
+    @staticmethod
+    def scope(principal: Principal) -> Scope:
+        """The principal's case scope (`scope_of`): indicators count only the cases it may see.
+
+        A principal that sees no case (a handler without a department …) gets "not found" for every area,
+        as it does for every case; a department handler's values count its departments' cases only.
+        """
+        return scope_of(principal)
+
     def area(self, principal: Principal, code: str | None) -> Area:
         """The area asked for (default: the principal's first place, else the city), within scope."""
+        if self.scope(principal).nothing:
+            raise NotFound(f"找不到区域 / no area {code!r}", area=code)
         con = self.snapshot.con
         with self.snapshot.lock:
             if code is None:
@@ -191,9 +208,10 @@ class IndicatorService:
                 {"area": the_area.code, "level": int(lv)}).fetchall()[0][0])
         order = {c: i for i, c in enumerate(codes)}
         rows: list[dict[str, Any]] = []
+        departments = self.scope(principal).departments
         for gr, period in periods.items():
             group = [c for c in codes if (g or self.tree.get(c).grain) == gr]
-            table = self.facts(period)
+            table = self.facts(period, departments)
             for r in rollup.values(self.snapshot, self.tree, table, group, where, params):
                 rows.append({**dict(zip(rollup.VALUE_COLUMNS, r, strict=True)), "grain": gr.value,
                              "period": period.label})
@@ -233,17 +251,22 @@ class IndicatorService:
         end = datetime(last_day.year, last_day.month, last_day.day, tzinfo=self.tz) + timedelta(days=1)
         p = {"area": the_area.code, "s": naive_utc(start), "e": naive_utc(end), "tz": str(self.tz)}
         scope = f"place_id IN (SELECT place_id FROM places WHERE c{int(the_area.level)} = $area)"
+        departments = self.scope(principal).departments
+        if departments:  # a department handler's charts count its departments' cases (and devices) only
+            scope += " AND list_contains($deps, department)"
+            p["deps"] = list(departments)
+        q = {k: v for k, v in p.items() if k != "tz"}
         con = self.snapshot.con
         with self.snapshot.lock:
             by_cat = con.execute(f"""SELECT left(category, 3) AS major, count(*) FROM cases
                 WHERE {scope} AND reported_at >= $s AND reported_at < $e GROUP BY major ORDER BY 2 DESC, 1""",
-                {k: p[k] for k in ("area", "s", "e")}).fetchall()
+                q).fetchall()
             by_level = con.execute(f"""SELECT level, count(*), count_if(is_open) FROM cases
                 WHERE {scope} AND reported_at >= $s AND reported_at < $e GROUP BY level ORDER BY level""",
-                {k: p[k] for k in ("area", "s", "e")}).fetchall()
+                q).fetchall()
             by_state = con.execute(f"""SELECT state, count(*) FROM cases WHERE {scope}
                 AND reported_at >= $s AND reported_at < $e GROUP BY state ORDER BY 2 DESC""",
-                {k: p[k] for k in ("area", "s", "e")}).fetchall()
+                q).fetchall()
             trend = con.execute(f"""
                 WITH d AS (SELECT CAST(generate_series AS DATE) AS day FROM generate_series(
                         CAST($first AS DATE), CAST($last AS DATE), INTERVAL 1 DAY)),
@@ -260,16 +283,16 @@ class IndicatorService:
                     count_if(ci AND satisfaction >= 4), count_if(is_open), count_if(overdue_now)
                 FROM (SELECT *, reported_at >= $s AND reported_at < $e AS ri,
                              coalesce(closed_at >= $s AND closed_at < $e, false) AS ci FROM cases WHERE {scope})""",
-                {k: p[k] for k in ("area", "s", "e")}).fetchall()[0]
+                q).fetchall()[0]
             overdue = con.execute(f"""SELECT c.id, c.category, c.state, c.department, c.due_at, c.place_code,
                     pl.name FROM cases c LEFT JOIN places pl ON pl.place_id = c.place_id
                 WHERE c.{scope} AND c.overdue_now ORDER BY c.due_at NULLS LAST, c.id LIMIT $n""",
-                {"area": the_area.code, "n": overdue_limit}).fetchall()
+                {**{k: v for k, v in q.items() if k not in ("s", "e")}, "n": overdue_limit}).fetchall()
             alarms = None
             if self.snapshot.has_alarms:
                 alarms = con.execute(f"""SELECT scene, count(*), count_if(state <> 'cleared') FROM alarms
                     WHERE {scope} AND raised_at >= $s AND raised_at < $e GROUP BY scene ORDER BY 2 DESC, 1""",
-                    {k: p[k] for k in ("area", "s", "e")}).fetchall()
+                    q).fetchall()
         closed, on_time, registered, closed_of_reported, evaluated, sat_sum, satisfied, open_now, overdue_now = (
             int(v or 0) for v in loop)
         return {

@@ -36,7 +36,7 @@ class Source(StrEnum):
 
     CASES = "cases"  # 案件
     ALARMS = "alarms"  # 感知预警
-    OBSERVATIONS = "observations"  # 监测值 (defined for later; not computed yet, so always "no data")
+    OBSERVATIONS = "observations"  # 监测值: sensing devices and their readings
 
 
 class Grain(StrEnum):
@@ -164,7 +164,19 @@ FACTS: dict[str, Fact] = {f.code: f for f in (
     Fact("alarms_to_case", Source.ALARMS, "转案件预警数", "alarms raised in the period that opened a case", "raised"),
     Fact("alarms_active_now", Source.ALARMS, "未解除预警数",
          "alarms not cleared when the snapshot was taken", "now"),
+    Fact("devices", Source.OBSERVATIONS, "感知设备数",
+         "active sensing devices (of the slice's scenes; with a quantity, those measuring it)", "now"),
+    Fact("devices_online", Source.OBSERVATIONS, "在线设备数",
+         "of those, devices heard from within `online_minutes` before the snapshot was taken", "now"),
+    Fact("readings", Source.OBSERVATIONS, "监测读数", "readings of the slice's quantity taken in the period",
+         "observed"),
+    Fact("readings_over", Source.OBSERVATIONS, "超限读数",
+         "of those, readings beyond the slice's limit (e.g. water level ≥ 20 cm)", "observed"),
+    Fact("reading_sum", Source.OBSERVATIONS, "读数合计", "sum of those readings (for a mean: ÷ readings)", "observed"),
 )}
+#: Facts that count devices: allowed next to alarm facts too (alarms per device), over the same scenes.
+DEVICE_FACTS = frozenset({"devices", "devices_online"})
+LIMIT_OPS = (">", ">=", "<", "<=")
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +191,10 @@ class Slice:
     sources: tuple[str, ...] = ()
     scenes: tuple[str, ...] = ()
     severities: tuple[str, ...] = ()
+    quantity: str | None = None  # observations: the measured quantity (water_level, methane …)
+    limit_op: str | None = None  # observations: a reading is over the limit when `value <op> limit`
+    limit: float | None = None
+    online_minutes: float = 60.0  # observations: heard from within this long = online
 
     def matches_category(self, code: str | None) -> bool:
         if not self.categories:
@@ -190,6 +206,10 @@ class Slice:
 
     def matches_alarm(self, scene: str | None, severity: str | None) -> bool:
         return (not self.scenes or scene in self.scenes) and (not self.severities or severity in self.severities)
+
+    def matches_device(self, scene: str | None, quantities: frozenset[str] | set[str]) -> bool:
+        """A device counts when its scene is one of the slice's and, with a quantity, it measures it."""
+        return (not self.scenes or scene in self.scenes) and (self.quantity is None or self.quantity in quantities)
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,20 +364,28 @@ def _parse_indicator(raw: Mapping[str, Any], path: tuple[str, ...], inherited: M
         raise ValidationFailed(f"{where}: 缺少公式 / missing [formula] (numerator, denominator, scale)")
     formula = Formula(str(formula_raw.get("numerator", "")), formula_raw.get("denominator"),
                       float(formula_raw.get("scale", 1.0)))
-    sources = {FACTS[f].source for f in formula.facts() if f in FACTS and f != "population"}
     unknown = [f for f in formula.facts() if f not in FACTS]
     if unknown:
         raise ValidationFailed(f"{where}: 未知的事实 / unknown fact(s) {unknown}; known: {sorted(FACTS)}")
+    sources = {FACTS[f].source for f in formula.facts() if f != "population"}
+    if Source.ALARMS in sources and all(f in DEVICE_FACTS for f in formula.facts()
+                                         if FACTS[f].source is Source.OBSERVATIONS):
+        sources.discard(Source.OBSERVATIONS)  # alarms per device: the devices of the same scenes
     if len(sources) > 1:
         raise ValidationFailed(f"{where}: 公式混用了案件与预警 / a formula mixes sources {sorted(sources)}")
     source = sources.pop() if sources else Source.CASES
     scope = {**inherited, **raw}
+    sensing = source is not Source.CASES
+    quantity, limit_op, limit, online = None, None, None, 60.0
+    if source is Source.OBSERVATIONS:
+        quantity, limit_op, limit, online = _observation_scope(raw, formula, where)
     sl = Slice(
         source=source,
         categories=tuple(scope.get("categories", ())) if source is Source.CASES else (),
         sources=tuple(raw.get("sources", ())) if source is Source.CASES else (),
-        scenes=tuple(scope.get("scenes", ())) if source is Source.ALARMS else (),
+        scenes=tuple(scope.get("scenes", ())) if sensing else (),
         severities=tuple(raw.get("severities", ())) if source is Source.ALARMS else (),
+        quantity=quantity, limit_op=limit_op, limit=limit, online_minutes=online,
     )
     th = raw.get("thresholds")
     thresholds = None
@@ -376,6 +404,39 @@ def _parse_indicator(raw: Mapping[str, Any], path: tuple[str, ...], inherited: M
         grain=grain, description=str(raw.get("description", "")),
         path=path,
     )
+
+
+def _observation_scope(raw: Mapping[str, Any], formula: Formula,
+                       where: str) -> tuple[str | None, str | None, float | None, float]:
+    """quantity, limit (op, value) and online_minutes of an observation indicator, checked.
+
+    Readings of different quantities do not add up, so reading facts need a quantity; "over the limit"
+    needs the limit.
+    """
+    quantity = raw.get("quantity")
+    if quantity is not None and (not isinstance(quantity, str) or not quantity.strip()):
+        raise ValidationFailed(f"{where}: quantity 必须是文本 / quantity must be a name")
+    facts = set(formula.facts())
+    if facts & {"readings", "readings_over", "reading_sum"} and not quantity:
+        raise ValidationFailed(f"{where}: 读数指标需要 quantity / reading facts need a quantity")
+    limit_raw = raw.get("limit")
+    limit_op, limit = None, None
+    if limit_raw is not None:
+        try:
+            limit_op, limit = str(limit_raw["op"]), float(limit_raw["value"])
+        except (KeyError, TypeError, ValueError):
+            raise ValidationFailed(f"{where}: limit 应为 {{op, value}} / limit must be {{op, value}}") from None
+        if limit_op not in LIMIT_OPS:
+            raise ValidationFailed(f"{where}: 未知的比较 {limit_op!r} / limit op must be one of {LIMIT_OPS}")
+    if "readings_over" in facts and limit is None:
+        raise ValidationFailed(f"{where}: readings_over 需要 limit / readings_over needs a limit = {{op, value}}")
+    try:
+        online = float(raw.get("online_minutes", 60.0))
+    except (TypeError, ValueError):
+        online = -1.0
+    if online <= 0:
+        raise ValidationFailed(f"{where}: online_minutes 必须为正数 / online_minutes must be positive")
+    return (quantity.strip() if quantity else None), limit_op, limit, online
 
 
 def _text(raw: Mapping[str, Any], key: str, where: str) -> str:
@@ -415,7 +476,9 @@ def tree_to_dict(tree: IndicatorTree) -> list[dict[str, Any]]:
             "formula": {"numerator": i.formula.numerator, "denominator": i.formula.denominator,
                         "scale": i.formula.scale},
             "slice": {"categories": list(i.slice.categories), "sources": list(i.slice.sources),
-                      "scenes": list(i.slice.scenes), "severities": list(i.slice.severities)},
+                      "scenes": list(i.slice.scenes), "severities": list(i.slice.severities),
+                      "quantity": i.slice.quantity,
+                      "limit": None if i.slice.limit is None else {"op": i.slice.limit_op, "value": i.slice.limit}},
             "thresholds": None if i.thresholds is None else {
                 "direction": i.thresholds.direction.value, "yellow": i.thresholds.yellow, "red": i.thresholds.red},
         }
