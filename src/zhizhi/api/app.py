@@ -100,7 +100,8 @@ def create_app(zz: Zhizhi, *, background_jobs: bool = False) -> FastAPI:
         result = zz.handle(ReportCase(
             source=body.source, source_id=body.source_id, title=body.title, description=body.description,
             category_code=body.category_code, lon=body.lon, lat=body.lat, crs=body.crs, address=body.address,
-            reporter_name=body.reporter_name, reporter_phone=body.reporter_phone, photos=tuple(body.photos),
+            reporter_name=body.reporter_name, reporter_phone=body.reporter_phone,
+            reporter_id_number=body.reporter_id_number, photos=tuple(body.photos),
             reported_at=_aware(body.reported_at), principal=principal,
         ))
         with zz.uow() as uow:
@@ -155,7 +156,8 @@ def create_app(zz: Zhizhi, *, background_jobs: bool = False) -> FastAPI:
             if unmask:
                 acc.require(principal, "unmask")
                 audit_log.append(uow.session, principal, "case.unmask", f"case:{case_id}",
-                                 {"fields": ["reporter_name", "reporter_phone", "address"]}, at=zz.clock.now())
+                                 {"fields": ["reporter_name", "reporter_phone", "reporter_id_number", "address"]},
+                                 at=zz.clock.now())
                 uow.session.commit()
         return case_out(zz, case, with_timeline=True, principal=principal, unmask=unmask)
 
@@ -247,7 +249,8 @@ def case_out(zz: Zhizhi, c: Case, with_timeline: bool = False, principal: acc.Pr
     """The public view of a case: names resolved, personal data masked, allowed actions listed.
 
     With a principal, `allowed_actions` are those its role may do now; `unmask` shows the
-    reporter's name, phone and exact address (the caller has checked the right and audited it).
+    reporter's name, phone, ID number and exact address (the caller has checked the right and
+    audited it).
     """
     assert c.id is not None
     category = _safe(lambda: zz.catalogue.category(c.category_code)) if c.category_code else None
@@ -269,6 +272,7 @@ def case_out(zz: Zhizhi, c: Case, with_timeline: bool = False, principal: acc.Pr
         address=c.address if unmask else acc.mask_address(c.address),
         reporter_phone=c.reporter_phone if unmask else mask_phone(c.reporter_phone),
         reporter_name=c.reporter_name if unmask else acc.mask_name(c.reporter_name),
+        reporter_id_number=c.reporter_id_number if unmask else acc.mask_id_number(c.reporter_id_number),
         photos=c.photos, reported_at=c.reported_at, due_at=c.due_at, overdue=c.is_overdue(zz.clock.now()),
         closed_at=c.closed_at, satisfaction=c.satisfaction,
         allowed_actions=([a.value for a in c.allowed_actions()] if principal is None

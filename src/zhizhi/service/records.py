@@ -246,10 +246,13 @@ def case_records(zz: Zhizhi, principal: Principal, case_id: int) -> list[dict[st
 
 def import_csv(zz: Zhizhi, path: Path, kind: str, source: str,
                principal: Principal | None = None) -> dict[str, Any]:
-    """Import records from CSV (UTF-8 or GB18030); every row keeps `source` as its provenance."""
-    from zhizhi.domain.access import SYSTEM_PRINCIPAL
+    """Import records from CSV (UTF-8 or GB18030); every row keeps `source` as its provenance.
 
-    principal = principal or SYSTEM_PRINCIPAL
+    Without a principal the rows are written (and audited) as the system job `system:import`.
+    """
+    from zhizhi.domain.access import system_principal
+
+    principal = principal or system_principal("import")
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")

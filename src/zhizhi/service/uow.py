@@ -1,4 +1,10 @@
-"""Unit of work: one transaction; rolls back unless committed; writes the outbox in the same commit."""
+"""Unit of work: one transaction; rolls back unless committed; writes the outbox in the same commit.
+
+It also audits what the system itself did to cases (timeline entries whose actor is the
+system: triage, automatic dispatch, the overdue job, a scene policy, a duplicate merge) in
+the same commit, as `system:<job>` where the handler named its job (`uow.job = "triage"`).
+Acts of a person are audited by the handler that knows the person.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,12 @@ from typing import Any, Self
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from zhizhi.adapters import audit_log
 from zhizhi.adapters.orm import OutboxRow
 from zhizhi.adapters.repository import CaseRepository
 from zhizhi.domain import events as ev
+from zhizhi.domain.access import system_principal
+from zhizhi.domain.case import SYSTEM
 
 
 class _ThreadState(threading.local):
@@ -24,6 +33,7 @@ class _ThreadState(threading.local):
         self.cases: CaseRepository | None = None
         self.pending_events: list[ev.Event] = []
         self.outboxed: dict[int, int] = {}
+        self.job: str = "auto"
 
 
 class UnitOfWork:
@@ -48,6 +58,15 @@ class UnitOfWork:
         return self._state.cases
 
     @property
+    def job(self) -> str:
+        """What the system is doing in this transaction, for the audit log (`system:<job>`)."""
+        return self._state.job
+
+    @job.setter
+    def job(self, value: str) -> None:
+        self._state.job = value
+
+    @property
     def _pending_events(self) -> list[ev.Event]:
         return self._state.pending_events
 
@@ -63,6 +82,7 @@ class UnitOfWork:
         self._state.session = self._session_factory()
         self._state.cases = CaseRepository(self._state.session)
         self._outboxed = {}
+        self._state.job = "auto"
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -71,6 +91,7 @@ class UnitOfWork:
 
     def commit(self) -> None:
         """Save cases, write their notifiable events to the outbox, then commit — all or nothing."""
+        self._audit_system_writes()
         self.cases.save_all()
         self._write_outbox()
         self.session.commit()
@@ -85,6 +106,18 @@ class UnitOfWork:
     def collect_new_events(self) -> Iterator[ev.Event]:
         while self._pending_events:
             yield self._pending_events.pop(0)
+
+    def _audit_system_writes(self) -> None:
+        """One audit row per case the system changed in this transaction (one batch append)."""
+        entries = []
+        for case_id, new in sorted(self.cases.unsaved_entries().items()):
+            auto = [e.action for e in new if e.role == SYSTEM.role]
+            if auto:
+                case = self.cases.seen[case_id]
+                entries.append(audit_log.Entry(system_principal(self.job), f"case.{auto[-1]}", f"case:{case_id}",
+                                               {"actions": auto, "state": case.state.value}))
+        if entries:
+            audit_log.append_many(self.session, entries, at=self._clock() if self._clock else None)
 
     def _write_outbox(self) -> None:
         if self._outbox_router is None:
