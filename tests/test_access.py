@@ -214,6 +214,25 @@ def test_oversized_bodies_are_refused_everywhere(client: TestClient, app: Any) -
         assert r.status_code == 413, path
 
 
+def test_oversized_bodies_without_a_length_are_refused_while_read(client: TestClient, app: Any) -> None:
+    """A chunked body has no Content-Length to check up front: the limit is applied as it streams in."""
+    admin = login_headers(client, app)
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"source_id": "big", "title": "'
+        for _ in range(40):
+            yield b"x" * 32_768  # 1.3 MB in all, over the 1 MB default
+        yield b'"}'
+
+    r = client.post("/api/v1/cases", content=chunks(), headers={**admin, "content-type": "application/json"})
+    assert "content-length" not in {k.lower() for k in r.request.headers}  # really sent chunked
+    assert r.status_code == 413 and r.headers["content-type"].startswith("application/problem+json")
+    r = client.post("/open311/v2/requests.json", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()[0]["code"] == 413  # in the Open311 error format
+    with app.engine.connect() as conn:
+        assert conn.execute(select(CaseRow.id)).all() == []
+
+
 # ------------------------------------------------------------------------------ audit chain
 def test_audit_verify_catches_a_modified_row(client: TestClient, app: Any) -> None:
     admin = login_headers(client, app)

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy import text
 
@@ -350,17 +350,49 @@ def _safe(fn: Callable[[], Any]) -> Any:
 
 
 def _limit_body(app: FastAPI, default_max_bytes: int, per_path: dict[str, int] | None = None) -> None:
-    """Refuse bodies over the limit before reading them (413 problem+json); bulk paths get their own limit."""
+    """Refuse bodies over the limit (413 problem+json); bulk paths get their own limit."""
+    app.add_middleware(_BodyLimit, default_max_bytes=default_max_bytes, per_path=dict(per_path or {}))
 
-    @app.middleware("http")
-    async def limit(request: Request, call_next: Callable[..., Any]) -> Response:
-        max_bytes = (per_path or {}).get(request.url.path, default_max_bytes)
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > max_bytes:
-            return problems.problem(413, "请求体过大 / Payload too large",
-                                    f"请求体超过 {max_bytes} 字节 / body larger than {max_bytes} bytes",
-                                    "http-413", request.url.path)
-        return await call_next(request)  # type: ignore[no-any-return]
+
+class _BodyLimit:
+    """Body size limit as plain ASGI middleware, so it sees the body as it arrives.
+
+    A declared Content-Length over the limit is refused before anything is read. A body sent
+    without one (chunked) is counted while the route reads it, and reading stops with a 413
+    as soon as it passes the limit: otherwise a client could stream an unbounded body into
+    memory past a check that only looks at the header.
+    """
+
+    def __init__(self, app: Any, default_max_bytes: int, per_path: dict[str, int]) -> None:
+        self.app = app
+        self.default_max_bytes = default_max_bytes
+        self.per_path = per_path
+
+    async def __call__(self, scope: Any, receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        max_bytes = self.per_path.get(path, self.default_max_bytes)
+        detail = f"请求体超过 {max_bytes} 字节 / body larger than {max_bytes} bytes"
+        length = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
+        if length is not None and length.isdigit() and int(length) > max_bytes:
+            await problems.problem(413, "请求体过大 / Payload too large", detail, "http-413", path)(
+                scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Any:
+            nonlocal received
+            message = await receive()
+            if message.get("type") == "http.request":
+                received += len(message.get("body", b""))
+                if received > max_bytes:
+                    # FastAPI passes its own HTTPException through body parsing; problems.py renders it.
+                    raise HTTPException(413, detail=detail)
+            return message
+
+        await self.app(scope, counted, send)
 
 
 async def _every(seconds: float, job: Callable[[], Any]) -> None:

@@ -1,9 +1,10 @@
 """Unit of work: one transaction; rolls back unless committed; writes the outbox in the same commit.
 
-It also audits what the system itself did to cases (timeline entries whose actor is the
-system: triage, automatic dispatch, the overdue job, a scene policy, a duplicate merge) in
-the same commit, as `system:<job>` where the handler named its job (`uow.job = "triage"`).
-Acts of a person are audited by the handler that knows the person.
+It also audits, in the same commit, what happened to cases that no handler audited itself:
+timeline entries whose actor is the system (triage, automatic dispatch, the overdue job, a
+scene policy, a duplicate merge) as `system:<job>`, where the handler named its job
+(`uow.job = "triage"`); and the entries of a person when the caller named the person
+(`uow.acting = principal`, used by the smart-dispatch writes).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from zhizhi.adapters import audit_log
 from zhizhi.adapters.orm import OutboxRow
 from zhizhi.adapters.repository import CaseRepository
 from zhizhi.domain import events as ev
-from zhizhi.domain.access import system_principal
+from zhizhi.domain.access import Principal, system_principal
 from zhizhi.domain.case import SYSTEM
 
 
@@ -34,6 +35,7 @@ class _ThreadState(threading.local):
         self.pending_events: list[ev.Event] = []
         self.outboxed: dict[int, int] = {}
         self.job: str = "auto"
+        self.acting: Principal | None = None
 
 
 class UnitOfWork:
@@ -67,6 +69,15 @@ class UnitOfWork:
         self._state.job = value
 
     @property
+    def acting(self) -> Principal | None:
+        """The person acting in this transaction; their timeline entries are audited at commit."""
+        return self._state.acting
+
+    @acting.setter
+    def acting(self, value: Principal | None) -> None:
+        self._state.acting = value
+
+    @property
     def _pending_events(self) -> list[ev.Event]:
         return self._state.pending_events
 
@@ -83,6 +94,7 @@ class UnitOfWork:
         self._state.cases = CaseRepository(self._state.session)
         self._outboxed = {}
         self._state.job = "auto"
+        self._state.acting = None
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -108,14 +120,18 @@ class UnitOfWork:
             yield self._pending_events.pop(0)
 
     def _audit_system_writes(self) -> None:
-        """One audit row per case the system changed in this transaction (one batch append)."""
+        """One audit row per case and actor changed in this transaction (one batch append)."""
         entries = []
         for case_id, new in sorted(self.cases.unsaved_entries().items()):
+            state = self.cases.seen[case_id].state.value
             auto = [e.action for e in new if e.role == SYSTEM.role]
             if auto:
-                case = self.cases.seen[case_id]
                 entries.append(audit_log.Entry(system_principal(self.job), f"case.{auto[-1]}", f"case:{case_id}",
-                                               {"actions": auto, "state": case.state.value}))
+                                               {"actions": auto, "state": state}))
+            by_person = [e.action for e in new if e.role != SYSTEM.role]
+            if by_person and self.acting is not None:
+                entries.append(audit_log.Entry(self.acting, f"case.{by_person[-1]}", f"case:{case_id}",
+                                               {"actions": by_person, "state": state}))
         if entries:
             audit_log.append_many(self.session, entries, at=self._clock() if self._clock else None)
 
