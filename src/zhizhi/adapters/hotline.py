@@ -16,6 +16,8 @@ Why it is shaped like this:
   rows come back as `existing`). After each commit the `CaseReported` events are published on the
   bus, so locating by address, keyword categorisation, registration and dispatch happen exactly as
   for a report made through the API. ``batch_size=1`` sends every row through ``zz.handle`` instead.
+* Every stored ticket is audited as written by ``system:import`` (one row per case, appended as a batch).
+  An ID number column (身份证号) is checked like any report's: a wrong check character rejects the row.
 
 Row numbers in the reject file: the header is row 0 and the first data row is row 1. A row is a
 CSV *record* (a quoted cell may span several physical lines) or a worksheet row; blank records

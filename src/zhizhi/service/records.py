@@ -33,6 +33,7 @@ from zhizhi.domain.access import (
     scope_of,
 )
 from zhizhi.domain.errors import NotFound, ValidationFailed
+from zhizhi.domain.personal import parse_id_number
 from zhizhi.domain.places import Level
 from zhizhi.service.data_keys import SENSITIVE_RECORD_FIELDS
 from zhizhi.service.scope import ensure_visible
@@ -142,6 +143,8 @@ def upsert(zz: Zhizhi, principal: Principal, kind: str, external_id: str, name: 
     place = _place_of(zz, community_code, grid_code)
     _may_edit(principal, place)
     fields = {k: v for k, v in (fields or {}).items() if v not in (None, "")}
+    if kind == "person" and "id_number" in fields:  # the same GB 11643 check as a case's reporter
+        fields["id_number"] = parse_id_number(str(fields["id_number"]), field="id_number")
     now = zz.clock.now()
     with zz.uow() as uow:
         row = uow.session.scalar(select(RecordRow).where(RecordRow.kind == kind,
