@@ -203,8 +203,8 @@ def test_whistle_flow_end_to_end(client: TestClient) -> None:
     from zhizhi.adapters.orm_access import AuditRow
 
     with zz.uow() as uow:
-        audited = set(uow.session.execute(select(AuditRow.username, AuditRow.action)
-                                          .where(AuditRow.target == f"case:{cid}")).tuples())
+        audited = {tuple(r) for r in uow.session.execute(select(AuditRow.username, AuditRow.action)
+                                                         .where(AuditRow.target == f"case:{cid}"))}
     assert {("admin", "case.whistle"), ("h-housing", "case.report_in"), ("h-market", "case.report_in"),
             ("admin", "case.task_done"), ("system:auto", "case.close")} <= audited, audited
     # A whistle on a closed case is refused.
