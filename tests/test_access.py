@@ -103,6 +103,16 @@ def test_login_is_throttled(client: TestClient, app: Any) -> None:
     assert failed is not None
 
 
+def test_login_is_throttled_per_address_across_usernames(client: TestClient, app: Any) -> None:
+    """Password spraying (one guess for many usernames from one address) meets the same limit."""
+    accounts.create_user(app, "sprayed", TEST_PASSWORD, ("auditor",))
+    for i in range(app.settings.login_max_failures):
+        r = client.post("/api/v1/auth/login", json={"username": f"nobody-{i}", "password": "guess-guess-1"})
+        assert r.status_code == 401
+    r = client.post("/api/v1/auth/login", json={"username": "sprayed", "password": TEST_PASSWORD})
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0
+
+
 # ------------------------------------------------------------------------------ roles
 def test_roles_decide_actions_and_the_actor_is_the_principal(client: TestClient, app: Any) -> None:
     admin = login_headers(client, app)
