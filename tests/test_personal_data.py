@@ -186,6 +186,7 @@ def test_hotline_import_checks_encrypts_and_audits_id_numbers(app: Any, tmp_path
     s = import_hotline(app, _hotline_file(tmp_path), reject_path=rejects)
     assert (s.created, s.rejected) == (2, 1)
     (reason,) = csv.DictReader(rejects.read_text(encoding="utf-8-sig").splitlines())
+    assert rejects.stat().st_mode & 0o777 == 0o600  # rejected rows keep their personal cells: owner only
     assert reason["source_id"] == "H2" and "check character" in reason["reason"]
     with app.engine.connect() as conn:
         raw = dict(conn.execute(select(CaseRow.source_id, CaseRow.reporter_id_number)).all())

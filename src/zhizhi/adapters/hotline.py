@@ -31,6 +31,7 @@ import csv
 import json
 import logging
 import math
+import os
 import time
 import tomllib
 from collections.abc import Callable, Iterator, Sequence
@@ -269,7 +270,11 @@ def import_hotline(
     writer: Any = None
     if reject_path is not None:
         reject_path.parent.mkdir(parents=True, exist_ok=True)
-        reject_fh = reject_path.open("w", encoding="utf-8-sig", newline="")
+        # The rejected rows keep their own cells (so they can be fixed and imported again), names, phones and
+        # ID numbers included: the file is readable by its owner only, like the key file.
+        fd = os.open(reject_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.chmod(reject_path, 0o600)  # an existing file keeps its mode through O_CREAT
+        reject_fh = open(fd, "w", encoding="utf-8-sig", newline="")  # noqa: SIM115 - closed in the finally
         writer = csv.writer(reject_fh)
         writer.writerow(["row", "source_id", "reason", *[str(h) for h in header]])
     tz = ZoneInfo(mapping.timezone)
