@@ -103,8 +103,12 @@ class UnitOfWork:
 
     def commit(self) -> None:
         """Save cases, write their notifiable events to the outbox, then commit — all or nothing."""
-        self._audit_system_writes()
+        audits = self._unaudited_case_writes()  # before save_all, which marks the entries as written
         self.cases.save_all()
+        if audits:
+            # After the case rows are written (and locked): the same order as every other writer takes
+            # them (case rows, then the audit log's lock), so two transactions cannot deadlock on PostgreSQL.
+            audit_log.append_many(self.session, audits, at=self._clock() if self._clock else None)
         self._write_outbox()
         self.session.commit()
         # Events are released only after the commit: nothing is announced that was not stored.
@@ -119,8 +123,8 @@ class UnitOfWork:
         while self._pending_events:
             yield self._pending_events.pop(0)
 
-    def _audit_system_writes(self) -> None:
-        """One audit row per case and actor changed in this transaction (one batch append)."""
+    def _unaudited_case_writes(self) -> list[audit_log.Entry]:
+        """One audit entry per case and actor changed in this transaction that no handler audited itself."""
         entries = []
         for case_id, new in sorted(self.cases.unsaved_entries().items()):
             state = self.cases.seen[case_id].state.value
@@ -132,8 +136,7 @@ class UnitOfWork:
             if by_person and self.acting is not None:
                 entries.append(audit_log.Entry(self.acting, f"case.{by_person[-1]}", f"case:{case_id}",
                                                {"actions": by_person, "state": state}))
-        if entries:
-            audit_log.append_many(self.session, entries, at=self._clock() if self._clock else None)
+        return entries
 
     def _write_outbox(self) -> None:
         if self._outbox_router is None:
