@@ -103,6 +103,16 @@ def test_login_is_throttled(client: TestClient, app: Any) -> None:
     assert failed is not None
 
 
+def test_login_is_throttled_per_address_across_usernames(client: TestClient, app: Any) -> None:
+    """Password spraying (one guess for many usernames from one address) meets the same limit."""
+    accounts.create_user(app, "sprayed", TEST_PASSWORD, ("auditor",))
+    for i in range(app.settings.login_max_failures):
+        r = client.post("/api/v1/auth/login", json={"username": f"nobody-{i}", "password": "guess-guess-1"})
+        assert r.status_code == 401
+    r = client.post("/api/v1/auth/login", json={"username": "sprayed", "password": TEST_PASSWORD})
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0
+
+
 # ------------------------------------------------------------------------------ roles
 def test_roles_decide_actions_and_the_actor_is_the_principal(client: TestClient, app: Any) -> None:
     admin = login_headers(client, app)
@@ -212,6 +222,25 @@ def test_oversized_bodies_are_refused_everywhere(client: TestClient, app: Any) -
     for path in ("/api/v1/cases", "/api/v1/auth/login", "/api/v1/users", "/api/v1/cases/1/actions"):
         r = client.post(path, content=big, headers={**admin, "content-type": "application/json"})
         assert r.status_code == 413, path
+
+
+def test_oversized_bodies_without_a_length_are_refused_while_read(client: TestClient, app: Any) -> None:
+    """A chunked body has no Content-Length to check up front: the limit is applied as it streams in."""
+    admin = login_headers(client, app)
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"source_id": "big", "title": "'
+        for _ in range(40):
+            yield b"x" * 32_768  # 1.3 MB in all, over the 1 MB default
+        yield b'"}'
+
+    r = client.post("/api/v1/cases", content=chunks(), headers={**admin, "content-type": "application/json"})
+    assert "content-length" not in {k.lower() for k in r.request.headers}  # really sent chunked
+    assert r.status_code == 413 and r.headers["content-type"].startswith("application/problem+json")
+    r = client.post("/open311/v2/requests.json", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()[0]["code"] == 413  # in the Open311 error format
+    with app.engine.connect() as conn:
+        assert conn.execute(select(CaseRow.id)).all() == []
 
 
 # ------------------------------------------------------------------------------ audit chain

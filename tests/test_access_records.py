@@ -16,10 +16,11 @@ from zhizhi.service import records
 
 COMMUNITY, GRID = "500103001001", "500103001001001"
 CSV = ("档案编号,社区编码,网格编码,姓名,身份证号,电话,地址,人群类别,年龄\n"
-       "P001,500103001001,500103001001001,赵德明,500103194501011234,13900001111,民族路1号,独居老人、低保,81\n"
-       "P002,500103001001,500103001001002,钱秀英,500103195002021234,13900002222,民族路2号,独居老人,76\n"
-       "P003,500103001002,,孙建国,500103198003031234,13900003333,民权路3号,,46\n"
-       "P004,999999999999,,查无此社区,,,,,1\n")
+       "P001,500103001001,500103001001001,赵德明,500103194501011236,13900001111,民族路1号,独居老人、低保,81\n"
+       "P002,500103001001,500103001001002,钱秀英,500103195002021231,13900002222,民族路2号,独居老人,76\n"
+       "P003,500103001002,,孙建国,500103198003031232,13900003333,民权路3号,,46\n"
+       "P004,999999999999,,查无此社区,,,,,1\n"
+       "P005,500103001001,,李错号,500103194501011234,,,,70\n")  # wrong GB 11643 check character
 
 
 @pytest.fixture
@@ -37,18 +38,31 @@ def env(app: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 
 def test_import_keeps_provenance_and_encrypts(env: dict[str, Any]) -> None:
-    assert env["import"]["created"] == 3 and env["import"]["rejected"] == 1
+    assert env["import"]["created"] == 3 and env["import"]["rejected"] == 2
     assert "row 4" in env["import"]["errors"][0]
+    assert "row 5" in env["import"]["errors"][1] and "check character" in env["import"]["errors"][1]
+    assert "500103194501011234" not in " ".join(env["import"]["errors"])  # the refused value is not repeated
     c = env["c"]
     listed = c.get("/api/v1/records", headers=env["street"]).json()
     assert {r["external_id"] for r in listed} == {"P001", "P002", "P003"}
     p1 = next(r for r in listed if r["external_id"] == "P001")
     assert p1["name"] == "赵**" and p1["fields"]["phone"] == "139****1111"
-    assert p1["fields"]["id_number"] == "5001**********1234" and p1["fields"]["年龄"] == "81"
+    assert p1["fields"]["id_number"] == "5001**********1236" and p1["fields"]["年龄"] == "81"
     assert p1["provenance"]["phone"]["source"] == "民政局 2026-11 底册" and p1["street_code"] == "500103001"
     with env["app"].engine.connect() as conn:
         stored = " ".join(str(v) for v in conn.execute(text("SELECT name, fields FROM community_records")).all())
-    assert "赵德明" not in stored and "13900001111" not in stored and "500103194501011234" not in stored
+    assert "赵德明" not in stored and "13900001111" not in stored and "500103194501011236" not in stored
+    # the import is audited as the system job, one row per record, naming fields and never values
+    with env["app"].engine.connect() as conn:
+        audited = conn.execute(text("SELECT username, role, action, detail FROM audit_log "
+                                    "WHERE action = 'record.create'")).all()
+    assert [(a.username, a.role) for a in audited] == [("system:import", "system")] * 3
+    assert "id_number" in str(audited[0].detail) and "500103194501011236" not in str(audited)
+    # through the API too: a wrong ID number is a 422 naming the field, and nothing is stored
+    r = c.post("/api/v1/records", headers=env["community"], json={
+        "kind": "person", "external_id": "P9", "name": "周某", "community_code": COMMUNITY,
+        "fields": {"id_number": "500103194501011234"}})
+    assert r.status_code == 422 and r.json()["field"] == "id_number" and "500103194501011234" not in r.text
     # again: idempotent by external id
     assert records.import_csv(env["app"], _write(env, CSV), "person", "again")["created"] == 0
 

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from zhizhi.api.app import create_app
 from zhizhi.api.console import WEB_DIR, LiveHub, find_vendor_file, visible_to
@@ -259,6 +260,10 @@ def test_uploads_store_images_by_content(client: TestClient) -> None:
     url = r.json()["url"]
     assert client.post("/api/v1/uploads", files={"file": ("b.png", PNG, "image/png")}).json()["url"] == url
     assert client.get(url).content == PNG
+    zz = client.app.state.zz  # type: ignore[attr-defined]
+    with zz.engine.connect() as conn:  # each upload is audited (a photo may show people)
+        rows = conn.execute(text("SELECT username, target FROM audit_log WHERE action = 'upload.create'")).all()
+    assert [tuple(r) for r in rows] == [("t-console", "upload:" + url.rsplit("/", 1)[-1])] * 2
     bad = client.post("/api/v1/uploads", files={"file": ("x.txt", b"hello", "text/plain")})
     assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
     assert client.get("/api/v1/uploads/..%2Fzhizhi.db").status_code == 404

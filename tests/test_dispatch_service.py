@@ -197,6 +197,16 @@ def test_whistle_flow_end_to_end(client: TestClient) -> None:
     assert r.json()["state"] == "closed"
     timeline = [e["action"] for e in client.get(f"/api/v1/cases/{cid}").json()["timeline"]]
     assert timeline[-6:] == ["whistle", "report_in", "report_in", "task_done", "task_done", "close"]
+    # Each step is audited: who called the departments in, who reported in, and the system closing the case.
+    from sqlalchemy import select
+
+    from zhizhi.adapters.orm_access import AuditRow
+
+    with zz.uow() as uow:
+        audited = {tuple(r) for r in uow.session.execute(select(AuditRow.username, AuditRow.action)
+                                                         .where(AuditRow.target == f"case:{cid}"))}
+    assert {("admin", "case.whistle"), ("h-housing", "case.report_in"), ("h-market", "case.report_in"),
+            ("admin", "case.task_done"), ("system:auto", "case.close")} <= audited, audited
     # A whistle on a closed case is refused.
     assert client.post(f"/api/v1/cases/{cid}/whistle", json={"departments": ["housing"], "reason": "x"}
                        ).status_code == 409

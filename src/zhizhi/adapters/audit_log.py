@@ -13,12 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.orm import Session
 
 from zhizhi.adapters.orm_access import AuditRow
@@ -44,26 +44,61 @@ def seal(row: dict[str, Any]) -> str:
     return hashlib.sha256(_canonical(row)).hexdigest()
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One act to record: who, what and on which target (the time is the batch's)."""
+
+    principal: Principal
+    action: str
+    target: str
+    detail: dict[str, Any] | None = None
+
+
 def append(session: Session, principal: Principal, action: str, target: str,
            detail: dict[str, Any] | None = None, at: datetime | None = None) -> None:
     """Add one row in the caller's transaction (it is committed, or not, with the act it records)."""
+    append_many(session, [Entry(principal, action, target, detail)], at=at)
+
+
+def append_many(session: Session, entries: Sequence[Entry], at: datetime | None = None) -> None:
+    """Add rows for a batch of acts (an import, a triage pass) in the caller's transaction.
+
+    The chain is the same as row by row, but only the first row pays for taking the lock and
+    reading the head: the rest are sealed in memory and written with one executemany INSERT,
+    so auditing every item of a 500-row import batch costs little.
+    """
+    if not entries:
+        return
     at = (at or datetime.now(UTC)).astimezone(UTC)
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_ID})
-    values: dict[str, Any] = {
-        "at": at, "user_id": principal.user_id, "username": principal.username[:64], "role": principal.role[:32],
-        "scope": {"places": list(principal.places), "departments": list(principal.departments)},
-        "action": action[:64], "target": target[:128], "detail": _jsonable(detail or {}),
-        "origin": (principal.origin or principal.via)[:64],
-    }
-    row = AuditRow(**values, prev_hash=f"pending-{uuid.uuid4().hex}"[:64], hash="")
-    session.add(row)
+    rows = [_values(e, at) for e in entries]
+    first = AuditRow(**rows[0], prev_hash=f"pending-{uuid.uuid4().hex}"[:64], hash="")
+    session.add(first)
     session.flush()  # takes the write lock on SQLite; the id orders the chain
-    prev = session.scalar(select(AuditRow.hash).where(AuditRow.id < row.id).order_by(AuditRow.id.desc()).limit(1))
-    values["prev_hash"] = prev or GENESIS
-    session.execute(update(AuditRow).where(AuditRow.id == row.id)
-                    .values(prev_hash=values["prev_hash"], hash=seal(values)))
-    session.expire(row)
+    prev = session.scalar(select(AuditRow.hash).where(AuditRow.id < first.id).order_by(AuditRow.id.desc())
+                          .limit(1))
+    rows[0]["prev_hash"] = prev or GENESIS
+    head = seal(rows[0])
+    session.execute(update(AuditRow).where(AuditRow.id == first.id).values(prev_hash=rows[0]["prev_hash"],
+                                                                          hash=head))
+    session.expire(first)
+    for row in rows[1:]:
+        row["prev_hash"] = head
+        head = row["hash"] = seal(row)
+    if len(rows) > 1:
+        # Under the lock taken above no other writer appends, so the ids follow this order.
+        session.execute(insert(AuditRow.__table__), rows[1:])
+
+
+def _values(e: Entry, at: datetime) -> dict[str, Any]:
+    p = e.principal
+    return {
+        "at": at, "user_id": p.user_id, "username": p.username[:64], "role": p.role[:32],
+        "scope": {"places": list(p.places), "departments": list(p.departments)},
+        "action": e.action[:64], "target": e.target[:128], "detail": _jsonable(e.detail or {}),
+        "origin": (p.origin or p.via)[:64],
+    }
 
 
 @dataclass(frozen=True)

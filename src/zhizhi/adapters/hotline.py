@@ -16,6 +16,8 @@ Why it is shaped like this:
   rows come back as `existing`). After each commit the `CaseReported` events are published on the
   bus, so locating by address, keyword categorisation, registration and dispatch happen exactly as
   for a report made through the API. ``batch_size=1`` sends every row through ``zz.handle`` instead.
+* Every stored ticket is audited as written by ``system:import`` (one row per case, appended as a batch).
+  An ID number column (身份证号) is checked like any report's: a wrong check character rejects the row.
 
 Row numbers in the reject file: the header is row 0 and the first data row is row 1. A row is a
 CSV *record* (a quoted cell may span several physical lines) or a worksheet row; blank records
@@ -29,6 +31,7 @@ import csv
 import json
 import logging
 import math
+import os
 import time
 import tomllib
 from collections.abc import Callable, Iterator, Sequence
@@ -41,6 +44,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 
 from zhizhi.adapters.orm import CaseRow
+from zhizhi.domain.access import system_principal
 from zhizhi.domain.errors import DomainError
 from zhizhi.geo.coords import Crs
 from zhizhi.service.commands import ReportCase, ReportCases
@@ -59,7 +63,8 @@ __all__ = [
 ]
 
 #: Our field names, in the order the reject file and the docs list them.
-FIELDS = ("id", "time", "subject", "text", "address", "lon", "lat", "crs", "phone", "name", "category")
+FIELDS = ("id", "time", "subject", "text", "address", "lon", "lat", "crs", "phone", "name", "category",
+          "id_number")
 
 #: How long a title made from the text may be (the hotline "subject" when a ticket has none).
 TITLE_CHARS = 60
@@ -68,6 +73,9 @@ MAX_ADDRESS = 500
 MAX_NAME = 100
 MAX_PHONE = 40
 MAX_SOURCE_ID = 128
+
+#: The audit log names the import as this system principal (one row per imported case).
+IMPORT_PRINCIPAL = system_principal("import")
 
 _TIME_FORMATS = (
     "%Y-%m-%d %H:%M:%S", "%Y/%m/%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y/%m/%d %H:%M", "%Y-%m-%d",
@@ -108,6 +116,7 @@ class ColumnMapping:
     phone: Headers = ("电话", "联系电话", "来电号码", "手机", "phone", "tel", "mobile")
     name: Headers = ("姓名", "联系人", "来电人", "留言用户", "name", "reporter", "user")
     category: Headers = ("类别", "分类", "诉求类别", "category", "category_code")
+    id_number: Headers = ("身份证号", "身份证号码", "公民身份号码", "证件号码", "id_number", "id_card")
     default_crs: str = "wgs84"
     timezone: str = "Asia/Shanghai"
     sheet: str | None = None
@@ -261,7 +270,11 @@ def import_hotline(
     writer: Any = None
     if reject_path is not None:
         reject_path.parent.mkdir(parents=True, exist_ok=True)
-        reject_fh = reject_path.open("w", encoding="utf-8-sig", newline="")
+        # The rejected rows keep their own cells (so they can be fixed and imported again), names, phones and
+        # ID numbers included: the file is readable by its owner only, like the key file.
+        fd = os.open(reject_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.chmod(reject_path, 0o600)  # an existing file keeps its mode through O_CREAT
+        reject_fh = open(fd, "w", encoding="utf-8-sig", newline="")  # noqa: SIM115 - closed in the finally
         writer = csv.writer(reject_fh)
         writer.writerow(["row", "source_id", "reason", *[str(h) for h in header]])
     tz = ZoneInfo(mapping.timezone)
@@ -383,11 +396,13 @@ def _to_command(values: list[Any], cols: dict[str, int], ctx: Context, source: s
     if phone is not None and len(phone) > MAX_PHONE:
         raise RowRejected(f"电话超过 {MAX_PHONE} 个字符 / phone longer than {MAX_PHONE} characters")
     name = _cell_text(_get(values, cols, "name"))[:MAX_NAME] or None
+    id_number = _cell_text(_get(values, cols, "id_number")) or None  # checked (GB 11643) by the service layer
     return ReportCase(
         source=source, source_id=source_id, title=title, description=description,
         category_code=_category(ctx, _cell_text(_get(values, cols, "category"))),
         lon=lon, lat=lat, crs=crs.value, address=address[:MAX_ADDRESS] or None,
-        reporter_name=name, reporter_phone=phone, reported_at=reported_at,
+        reporter_name=name, reporter_phone=phone, reporter_id_number=id_number, reported_at=reported_at,
+        principal=IMPORT_PRINCIPAL,
     )
 
 

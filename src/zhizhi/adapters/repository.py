@@ -128,6 +128,15 @@ class CaseRepository:
             # executemany INSERT does (no RETURNING, one statement text for the driver to parse).
             self.session.execute(insert(CaseEventRow), new_entries)
 
+    def unsaved_entries(self) -> dict[int, list[TimelineEntry]]:
+        """Timeline entries of tracked cases that `save_all` has not written yet (for the audit hook)."""
+        out: dict[int, list[TimelineEntry]] = {}
+        for case_id, case in self.seen.items():
+            done = self._persisted_seq.get(case_id, 0)
+            if len(case.timeline) > done:
+                out[case_id] = case.timeline[done:]
+        return out
+
     # -- reads -------------------------------------------------------------------------------
     def get(self, case_id: int, *, for_update: bool = False) -> Case | None:
         if case_id in self.seen:
@@ -228,7 +237,7 @@ class CaseRepository:
 
 
 #: Case columns holding personal data: ciphertext at rest.
-PERSONAL_COLUMNS = frozenset({"address", "reporter_name", "reporter_phone"})
+PERSONAL_COLUMNS = frozenset({"address", "reporter_name", "reporter_phone", "reporter_id_number"})
 
 
 def scope_clause(scope: Scope) -> Any:
@@ -297,7 +306,8 @@ def _row_values(c: Case) -> dict[str, Any]:
         "community_code": loc.community, "grid_code": loc.grid, "lon": loc.lon, "lat": loc.lat,
         "location_method": loc.method, "location_confidence": float(loc.confidence),
         "location_extra": dict(loc.extra), "address": c.address, "reporter_name": c.reporter_name,
-        "reporter_phone": c.reporter_phone, "photos": list(c.photos), "reported_at": c.reported_at,
+        "reporter_phone": c.reporter_phone, "reporter_id_number": c.reporter_id_number,
+        "photos": list(c.photos), "reported_at": c.reported_at,
         "registered_at": c.registered_at, "dispatched_at": c.dispatched_at, "closed_at": c.closed_at,
         "due_at": c.due_at, "overdue_since": c.overdue_since, "suspended_at": c.suspended_at,
         "suspended_from": c.suspended_from.value if c.suspended_from else None,
@@ -327,6 +337,7 @@ def _from_row(r: CaseRow, timeline: list[TimelineEntry], cipher: Any = None) -> 
         address=plain(r.address),
         reporter_name=plain(r.reporter_name),
         reporter_phone=plain(r.reporter_phone),
+        reporter_id_number=plain(r.reporter_id_number),
         photos=list(r.photos or []),
         due_at=r.due_at,
         overdue_since=r.overdue_since,

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy import text
 
@@ -100,7 +100,8 @@ def create_app(zz: Zhizhi, *, background_jobs: bool = False) -> FastAPI:
         result = zz.handle(ReportCase(
             source=body.source, source_id=body.source_id, title=body.title, description=body.description,
             category_code=body.category_code, lon=body.lon, lat=body.lat, crs=body.crs, address=body.address,
-            reporter_name=body.reporter_name, reporter_phone=body.reporter_phone, photos=tuple(body.photos),
+            reporter_name=body.reporter_name, reporter_phone=body.reporter_phone,
+            reporter_id_number=body.reporter_id_number, photos=tuple(body.photos),
             reported_at=_aware(body.reported_at), principal=principal,
         ))
         with zz.uow() as uow:
@@ -155,7 +156,8 @@ def create_app(zz: Zhizhi, *, background_jobs: bool = False) -> FastAPI:
             if unmask:
                 acc.require(principal, "unmask")
                 audit_log.append(uow.session, principal, "case.unmask", f"case:{case_id}",
-                                 {"fields": ["reporter_name", "reporter_phone", "address"]}, at=zz.clock.now())
+                                 {"fields": ["reporter_name", "reporter_phone", "reporter_id_number", "address"]},
+                                 at=zz.clock.now())
                 uow.session.commit()
         return case_out(zz, case, with_timeline=True, principal=principal, unmask=unmask)
 
@@ -247,7 +249,8 @@ def case_out(zz: Zhizhi, c: Case, with_timeline: bool = False, principal: acc.Pr
     """The public view of a case: names resolved, personal data masked, allowed actions listed.
 
     With a principal, `allowed_actions` are those its role may do now; `unmask` shows the
-    reporter's name, phone and exact address (the caller has checked the right and audited it).
+    reporter's name, phone, ID number and exact address (the caller has checked the right and
+    audited it).
     """
     assert c.id is not None
     category = _safe(lambda: zz.catalogue.category(c.category_code)) if c.category_code else None
@@ -269,6 +272,7 @@ def case_out(zz: Zhizhi, c: Case, with_timeline: bool = False, principal: acc.Pr
         address=c.address if unmask else acc.mask_address(c.address),
         reporter_phone=c.reporter_phone if unmask else mask_phone(c.reporter_phone),
         reporter_name=c.reporter_name if unmask else acc.mask_name(c.reporter_name),
+        reporter_id_number=c.reporter_id_number if unmask else acc.mask_id_number(c.reporter_id_number),
         photos=c.photos, reported_at=c.reported_at, due_at=c.due_at, overdue=c.is_overdue(zz.clock.now()),
         closed_at=c.closed_at, satisfaction=c.satisfaction,
         allowed_actions=([a.value for a in c.allowed_actions()] if principal is None
@@ -346,17 +350,49 @@ def _safe(fn: Callable[[], Any]) -> Any:
 
 
 def _limit_body(app: FastAPI, default_max_bytes: int, per_path: dict[str, int] | None = None) -> None:
-    """Refuse bodies over the limit before reading them (413 problem+json); bulk paths get their own limit."""
+    """Refuse bodies over the limit (413 problem+json); bulk paths get their own limit."""
+    app.add_middleware(_BodyLimit, default_max_bytes=default_max_bytes, per_path=dict(per_path or {}))
 
-    @app.middleware("http")
-    async def limit(request: Request, call_next: Callable[..., Any]) -> Response:
-        max_bytes = (per_path or {}).get(request.url.path, default_max_bytes)
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > max_bytes:
-            return problems.problem(413, "请求体过大 / Payload too large",
-                                    f"请求体超过 {max_bytes} 字节 / body larger than {max_bytes} bytes",
-                                    "http-413", request.url.path)
-        return await call_next(request)  # type: ignore[no-any-return]
+
+class _BodyLimit:
+    """Body size limit as plain ASGI middleware, so it sees the body as it arrives.
+
+    A declared Content-Length over the limit is refused before anything is read. A body sent
+    without one (chunked) is counted while the route reads it, and reading stops with a 413
+    as soon as it passes the limit: otherwise a client could stream an unbounded body into
+    memory past a check that only looks at the header.
+    """
+
+    def __init__(self, app: Any, default_max_bytes: int, per_path: dict[str, int]) -> None:
+        self.app = app
+        self.default_max_bytes = default_max_bytes
+        self.per_path = per_path
+
+    async def __call__(self, scope: Any, receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        max_bytes = self.per_path.get(path, self.default_max_bytes)
+        detail = f"请求体超过 {max_bytes} 字节 / body larger than {max_bytes} bytes"
+        length = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
+        if length is not None and length.isdigit() and int(length) > max_bytes:
+            await problems.problem(413, "请求体过大 / Payload too large", detail, "http-413", path)(
+                scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Any:
+            nonlocal received
+            message = await receive()
+            if message.get("type") == "http.request":
+                received += len(message.get("body", b""))
+                if received > max_bytes:
+                    # FastAPI passes its own HTTPException through body parsing; problems.py renders it.
+                    raise HTTPException(413, detail=detail)
+            return message
+
+        await self.app(scope, counted, send)
 
 
 async def _every(seconds: float, job: Callable[[], Any]) -> None:

@@ -232,6 +232,15 @@ class LiveHub:
                 loop.call_soon_threadsafe(_offer, q, msg)
 
 
+def _audit_upload(zz: Zhizhi, principal: Principal, name: str, size: int) -> None:
+    from zhizhi.adapters import audit_log
+
+    with zz.uow() as uow:
+        audit_log.append(uow.session, principal, "upload.create", f"upload:{name}", {"bytes": size},
+                         at=zz.clock.now())
+        uow.session.commit()
+
+
 def _offer(q: asyncio.Queue[tuple[int, str, str]], msg: tuple[int, str, str]) -> None:
     with contextlib.suppress(asyncio.QueueFull):  # a stalled screen loses live items, never blocks the hub
         q.put_nowait(msg)
@@ -323,6 +332,8 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
             tmp = target.with_suffix(".part")
             tmp.write_bytes(data)
             tmp.replace(target)
+        # A photo may show people, plates or homes: its upload is a write of personal data, so it is audited.
+        await asyncio.to_thread(_audit_upload, zz, principal, name, len(data))
         return {"url": f"/api/v1/uploads/{name}", "bytes": len(data), "by": principal.username}
 
     @app.get("/api/v1/uploads/{name}", operation_id="get_upload", tags=["console"])

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree as ET
 from zoneinfo import ZoneInfo
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import Response
 
 from zhizhi.adapters.repository import CaseFilter
@@ -239,6 +239,8 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
                 form = raw if isinstance(raw, dict) else {}
             else:
                 form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+        except HTTPException as exc:  # the body limit stopped reading (a chunked body over the limit)
+            return error(fmt, exc.status_code, str(exc.detail))
         except Exception:
             return error(fmt, 400, "request body must be form-encoded (or a JSON object)")
 

@@ -32,6 +32,10 @@ class CaseCreate(BaseModel):
     address: str | None = Field(None, max_length=500)
     reporter_name: str | None = Field(None, max_length=100)
     reporter_phone: str | None = Field(None, max_length=40)
+    reporter_id_number: str | None = Field(
+        None, max_length=32, examples=["11010519491231002X"],
+        description="身份证号: 18 characters with the GB 11643 check character (422 otherwise); encrypted at "
+                    "rest and masked in every answer")
     photos: list[str] = Field(default_factory=list, max_length=20)
     reported_at: datetime | None = None
 
@@ -99,6 +103,8 @@ class CaseOut(BaseModel):
     address: str | None
     reporter_phone: str | None = Field(None, description="masked unless ?unmask=true by a permitted role")
     reporter_name: str | None = Field(None, description="masked unless ?unmask=true by a permitted role")
+    reporter_id_number: str | None = Field(None, description="身份证号, masked (5001**********123X) unless "
+                                                             "?unmask=true by a permitted role")
     photos: list[str]
     reported_at: datetime
     due_at: datetime | None

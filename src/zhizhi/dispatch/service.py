@@ -108,6 +108,7 @@ def decide(ctx: Any, case_id: int, decision: Decision, principal: Principal) -> 
     actor = actor_of(principal)
     now = ctx.clock.now()
     with ctx.uow as uow:
+        uow.acting = principal  # audited at commit (service/uow.py)
         case = _get(uow, case_id, principal, for_update=True)
         require(principal, "dispatch")
         if case.state not in (CaseState.REPORTED, CaseState.REGISTERED):
@@ -228,6 +229,7 @@ def link_manually(ctx: Any, case_id: int, into_case_id: int, principal: Principa
 
     now = ctx.clock.now()
     with ctx.uow as uow:
+        uow.acting = principal  # audited at commit (service/uow.py)
         case = _get(uow, case_id, principal, for_update=True)
         primary = _get(uow, into_case_id, principal, for_update=True)
         require(principal, "dispatch")
@@ -285,6 +287,7 @@ def whistle(ctx: Any, case_id: int, call: WhistleCall, principal: Principal) -> 
     now = ctx.clock.now()
     departments = tuple(dict.fromkeys(d.strip() for d in call.departments if d and d.strip()))
     with ctx.uow as uow:
+        uow.acting = principal  # audited at commit (service/uow.py)
         case = _get(uow, case_id, principal, for_update=True)  # scope first: nothing else may leak existence
         require(principal, "escalate")
         for d in departments:
@@ -342,6 +345,7 @@ def task_action(ctx: Any, case_id: int, department: str, action: str, principal:
     if action not in ("report_in", "done"):
         raise ValidationFailed(f"未知任务操作 {action!r} / use report_in or done", allowed=["report_in", "done"])
     with ctx.uow as uow:
+        uow.acting = principal  # audited at commit (service/uow.py)
         case = _called_or_visible(uow, case_id, principal, for_update=True)
         if principal.departments and department not in principal.departments:
             raise NotFound(f"部门 {department} 没有被吹哨点名 / department {department} was not called on this case")

@@ -54,7 +54,9 @@ class Principal:
 
     @property
     def role(self) -> str:
-        """The principal's most powerful role, for timelines and the audit log."""
+        """The principal's most powerful role, for timelines and the audit log ("system" for jobs)."""
+        if self.via == SYSTEM_VIA:
+            return "system"
         for r in ROLES:
             if r in self.roles:
                 return r
@@ -63,6 +65,19 @@ class Principal:
 
 # Until accounts exist, entry points act as this principal.
 SYSTEM_PRINCIPAL = Principal(user_id=None, username="system", roles=frozenset({"admin"}), display_name="系统")
+#: `Principal.via` of the system's own jobs.
+SYSTEM_VIA = "system"
+
+
+def system_principal(job: str) -> Principal:
+    """Who writes when no person does: an import, triage, the overdue job, an alarm, a key rotation.
+
+    The audit log records these writes as `system:<job>` with the role "system", so an auditor
+    can tell what the machine did from what a person did. Jobs act with an administrator's
+    rights (they run on the server, started by an operator or a schedule).
+    """
+    return Principal(user_id=None, username=f"system:{job}", roles=frozenset({"admin"}), display_name="系统",
+                     via=SYSTEM_VIA)
 
 # --------------------------------------------------------------------------------------------
 # Roles (分权)

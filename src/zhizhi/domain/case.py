@@ -182,6 +182,7 @@ class Case:
     address: str | None = None
     reporter_name: str | None = None
     reporter_phone: str | None = None
+    reporter_id_number: str | None = None  # 身份证号, checked by domain.personal.parse_id_number at intake
     photos: list[str] = field(default_factory=list)
     due_at: datetime | None = None  # deadline of the current step
     overdue_since: datetime | None = None

@@ -28,10 +28,12 @@ class ReportCase(Command):
     address: str | None = None
     reporter_name: str | None = None
     reporter_phone: str | None = None
+    reporter_id_number: str | None = None  # 身份证号 (GB 11643, checked at intake)
     photos: tuple[str, ...] = ()
     reported_at: datetime | None = None
     actor: Actor | None = None
-    principal: Principal | None = None  # who reports through an entry point; audited. None = trusted caller
+    # Who reports through an entry point; audited. None = a trusted caller, audited as a system job.
+    principal: Principal | None = None
     # Set by a source that already knows who handles it (a sensing scene's policy): the case is
     # registered and dispatched to this department at this level at once, due in deadline_minutes.
     dispatch_department: str | None = None

@@ -12,11 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Engine, select, update
+from sqlalchemy.orm import Session
 
+from zhizhi.adapters import audit_log
 from zhizhi.adapters.crypto import Cipher, generate_key, key_file_path, read_key_file, write_key_file
 from zhizhi.adapters.orm import CaseRow
 from zhizhi.adapters.orm_access import RecordRow
 from zhizhi.config import Settings
+from zhizhi.domain.access import system_principal
 
 #: Fields of a person/enterprise record kept encrypted (besides `name` of a person).
 SENSITIVE_RECORD_FIELDS = frozenset({"id_number", "phone", "address", "contact_phone", "legal_person_id"})
@@ -36,9 +39,20 @@ def _key_file(settings: Settings) -> Path:
     return key_file_path(settings.data_dir, settings.data_key_file)
 
 
-def reencrypt(engine: Engine, cipher: Cipher, batch: int = 500) -> tuple[int, int]:
-    """Re-encrypt every personal value not yet under the primary key; returns (cases, records) changed."""
-    cols = (CaseRow.address, CaseRow.reporter_name, CaseRow.reporter_phone)
+def _audit(engine: Engine, action: str, detail: dict[str, int]) -> None:
+    """A key change is a write on every personal value: one audit row per pass, by `system:keys`."""
+    with Session(engine) as session:
+        audit_log.append(session, system_principal("keys"), action, "data:personal", detail)
+        session.commit()
+
+
+def reencrypt(engine: Engine, cipher: Cipher, batch: int = 500, audit: bool = True) -> tuple[int, int]:
+    """Re-encrypt every personal value not yet under the primary key; returns (cases, records) changed.
+
+    Case columns: address, reporter name, phone and ID number; record fields: `SENSITIVE_RECORD_FIELDS`
+    and a person's name. With `audit`, the pass is recorded (counts only) after it committed.
+    """
+    cols = (CaseRow.address, CaseRow.reporter_name, CaseRow.reporter_phone, CaseRow.reporter_id_number)
     n_cases = n_records = 0
     with engine.begin() as conn:
         last = 0
@@ -66,6 +80,8 @@ def reencrypt(engine: Engine, cipher: Cipher, batch: int = 500) -> tuple[int, in
             conn.execute(update(RecordRow).where(RecordRow.id == r.id)
                          .values(fields=fields, name=cipher.rotate(r.name) if r.kind == "person" else r.name))
             n_records += 1
+    if audit:
+        _audit(engine, "keys.reencrypt", {"cases": n_cases, "records": n_records, "keys": cipher.key_count})
     return n_cases, n_records
 
 
@@ -75,8 +91,10 @@ def rotate(settings: Settings, engine: Engine, retire_old: bool = True) -> Rotat
     ring = [generate_key(), *old]
     write_key_file(path, ring)  # first: from now on new writes use the new key, old values still read
     cipher = Cipher(ring)
-    n_cases, n_records = reencrypt(engine, cipher)
+    n_cases, n_records = reencrypt(engine, cipher, audit=False)
     if retire_old:
-        assert reencrypt(engine, cipher) == (0, 0)
+        assert reencrypt(engine, cipher, audit=False) == (0, 0)
         write_key_file(path, ring[:1])
-    return RotationResult(n_cases, n_records, 1 if retire_old else len(ring))
+    result = RotationResult(n_cases, n_records, 1 if retire_old else len(ring))
+    _audit(engine, "keys.rotate", {"cases": n_cases, "records": n_records, "keys": result.keys})
+    return result

@@ -18,11 +18,12 @@ from sqlalchemy.exc import IntegrityError
 from zhizhi.adapters import audit_log
 from zhizhi.dispatch.keywords import KeywordClassifier
 from zhizhi.domain import events as ev
-from zhizhi.domain.access import require
+from zhizhi.domain.access import Principal, require, system_principal
 from zhizhi.domain.calendar import WorkingCalendar
 from zhizhi.domain.case import SYSTEM, Action, Actor, Case, CaseState
 from zhizhi.domain.catalogue import Catalogue
 from zhizhi.domain.errors import DomainError, NotFound, ValidationFailed
+from zhizhi.domain.personal import parse_id_number
 from zhizhi.domain.places import Level, Location
 from zhizhi.service.commands import ActOnCase, CheckOverdue, ReportCase, ReportCases
 from zhizhi.service.ports import Clock, Gazetteer
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 
 MAX_TEXT = 4000
 SOURCES = ("citizen", "hotline", "grid_worker", "sensor", "open311", "department", "other")
+#: The system job a report without a principal is audited as (`system:<job>`), by source.
+REPORT_JOBS = {"hotline": "import", "sensor": "alarm"}
+#: The reporter's personal fields of a report (their names go to the audit log, never their values).
+PERSONAL_FIELDS = ("reporter_name", "reporter_phone", "reporter_id_number", "address")
 #: Below this keyword confidence a case waits for a dispatcher to choose the category.
 KEYWORD_MIN_CONFIDENCE = 0.3
 
@@ -80,6 +85,7 @@ class _ValidReport:
     title: str
     description: str
     location: Location
+    id_number: str | None = None
 
 
 def validate_report(cmd: ReportCase, ctx: Context) -> _ValidReport:
@@ -99,6 +105,7 @@ def validate_report(cmd: ReportCase, ctx: Context) -> _ValidReport:
         raise ValidationFailed(f"描述不能超过 {MAX_TEXT} 个字符 / description longer than {MAX_TEXT} characters")
     if cmd.category_code is not None:
         _known_category(ctx, cmd.category_code)
+    id_number = parse_id_number(cmd.reporter_id_number) if cmd.reporter_id_number else None
     has_point = cmd.lon is not None or cmd.lat is not None
     if has_point and (cmd.lon is None or cmd.lat is None):
         raise ValidationFailed("经纬度必须同时提供 / give both longitude and latitude")
@@ -113,7 +120,7 @@ def validate_report(cmd: ReportCase, ctx: Context) -> _ValidReport:
             location = ctx.gazetteer.locate_point(float(cmd.lon), float(cmd.lat), cmd.crs)
         except ValueError as exc:  # e.g. an unknown coordinate system
             raise ValidationFailed(str(exc)) from None
-    return _ValidReport(cmd, source, title, description, location)
+    return _ValidReport(cmd, source, title, description, location, id_number)
 
 
 def report_case(cmd: ReportCase, ctx: Context) -> ReportResult:
@@ -164,6 +171,7 @@ def _store_reports(reports: list[_ValidReport], ctx: Context) -> list[ReportResu
     now = ctx.clock.now()
     results: list[ReportResult] = []
     with ctx.uow as uow:
+        uow.job = REPORT_JOBS.get(reports[0].source, "intake") if reports else "intake"
         known: dict[tuple[str, str], tuple[int, str]] = {}
         for source in {r.source for r in reports}:
             ids = [r.cmd.source_id for r in reports if r.source == source]
@@ -181,18 +189,20 @@ def _store_reports(reports: list[_ValidReport], ctx: Context) -> list[ReportResu
                 id=None, source=r.source, source_id=cmd.source_id, title=(r.title or r.description)[:500],
                 description=r.description, reported_at=cmd.reported_at or now, category_code=cmd.category_code,
                 location=r.location, address=(cmd.address or None), reporter_name=cmd.reporter_name,
-                reporter_phone=cmd.reporter_phone, photos=list(cmd.photos),
+                reporter_phone=cmd.reporter_phone, reporter_id_number=r.id_number, photos=list(cmd.photos),
             )
             pending[key] = case
             fresh.append((r, case))
         uow.cases.add_many([c for _, c in fresh])
+        audits: list[audit_log.Entry] = []
         for r, case in fresh:
             case.report(r.cmd.reported_at or now, r.cmd.actor or Actor(r.source, r.source))
-            if r.cmd.principal is not None:
-                audit_log.append(uow.session, r.cmd.principal, "case.report", f"case:{case.id}",
-                                 {"source": r.source, "source_id": r.cmd.source_id}, at=now)
+            audits.append(audit_log.Entry(_reporter(r), "case.report", f"case:{case.id}", {
+                "source": r.source, "source_id": r.cmd.source_id,
+                "personal": [f for f in PERSONAL_FIELDS if getattr(case, f)]}))
             if r.cmd.dispatch_department:
                 _dispatch_as_asked(case, r.cmd, ctx, now)
+        audit_log.append_many(uow.session, audits, at=now)  # every item of the batch, one append
         uow.commit()
         created: set[tuple[str, str]] = set()
         for key in plan:
@@ -207,6 +217,11 @@ def _store_reports(reports: list[_ValidReport], ctx: Context) -> list[ReportResu
                 case_id, state = known[key]
                 results.append(ReportResult(case_id, False, state))
     return results
+
+
+def _reporter(r: _ValidReport) -> Principal:
+    """Who the audit log names for a report: the principal, else the system job of its source."""
+    return r.cmd.principal or system_principal(REPORT_JOBS.get(r.source, "intake"))
 
 
 def _dispatch_as_asked(case: Case, cmd: ReportCase, ctx: Context, now: datetime) -> None:
@@ -248,9 +263,10 @@ def act_on_case(cmd: ActOnCase, ctx: Context) -> Case:
         if cmd.principal is not None:
             cmd = _as_principal(cmd, case, action)
         _apply(case, action, cmd, now, ctx)
-        if cmd.principal is not None:
-            audit_log.append(uow.session, cmd.principal, f"case.{action.value}", f"case:{case.id}",
-                             {"state": case.state.value, "note": cmd.note[:200]}, at=now)
+        # A trusted internal caller (CLI, demo) is audited too, as a system job naming its actor.
+        audit_log.append(uow.session, cmd.principal or system_principal("internal"), f"case.{action.value}",
+                         f"case:{case.id}", {"state": case.state.value, "note": cmd.note[:200],
+                                             **({} if cmd.principal else {"actor": cmd.actor.name[:100]})}, at=now)
         uow.commit()
         return case
 
@@ -340,6 +356,7 @@ def check_overdue(cmd: CheckOverdue, ctx: Context) -> dict[str, int]:
     marked = escalated = 0
     recovered = _recover_untriaged(ctx, now)
     with ctx.uow as uow:
+        uow.job = "overdue"
         for case in uow.cases.overdue_candidates(now):
             if case.mark_overdue(now):
                 marked += 1
@@ -348,6 +365,7 @@ def check_overdue(cmd: CheckOverdue, ctx: Context) -> dict[str, int]:
     with ctx.uow as uow:
         from zhizhi.adapters.repository import CaseFilter
 
+        uow.job = "overdue"
         page, _ = uow.cases.list(CaseFilter(states=[CaseState.DISPATCHED.value, CaseState.HANDLING.value],
                                             overdue_at=now, limit=1000))
         for summary in page:
@@ -377,6 +395,7 @@ def _recover_untriaged(ctx: Context, now: datetime) -> int:
     from zhizhi.adapters.repository import CaseFilter
 
     with ctx.uow as uow:
+        uow.job = "triage"
         page, _ = uow.cases.list(CaseFilter(states=[CaseState.REPORTED.value], reported_to=now - timedelta(minutes=1),
                                             limit=500))
         ids = [c.id for c in page if c.id is not None and c.category_code and c.location.district]
@@ -403,6 +422,7 @@ def triage_reported_cases(events: list[ev.CaseReported], ctx: Context) -> None:
     ids = [e.case_id for e in events]
     try:
         with ctx.uow as uow:
+            uow.job = "triage"
             for case in uow.cases.get_many(ids):
                 _triage(case, ctx)
             uow.commit()
@@ -452,6 +472,7 @@ def auto_dispatch(event: ev.CaseRegistered | ev.CaseEscalated, ctx: Context) -> 
     if not ctx.auto_dispatch:
         return
     with ctx.uow as uow:
+        uow.job = "dispatch"
         case = uow.cases.get(event.case_id)
         if case is None or case.state is not CaseState.REGISTERED or case.category_code is None:
             return

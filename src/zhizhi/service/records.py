@@ -33,6 +33,7 @@ from zhizhi.domain.access import (
     scope_of,
 )
 from zhizhi.domain.errors import NotFound, ValidationFailed
+from zhizhi.domain.personal import parse_id_number
 from zhizhi.domain.places import Level
 from zhizhi.service.data_keys import SENSITIVE_RECORD_FIELDS
 from zhizhi.service.scope import ensure_visible
@@ -142,6 +143,8 @@ def upsert(zz: Zhizhi, principal: Principal, kind: str, external_id: str, name: 
     place = _place_of(zz, community_code, grid_code)
     _may_edit(principal, place)
     fields = {k: v for k, v in (fields or {}).items() if v not in (None, "")}
+    if kind == "person" and "id_number" in fields:  # the same GB 11643 check as a case's reporter
+        fields["id_number"] = parse_id_number(str(fields["id_number"]), field="id_number")
     now = zz.clock.now()
     with zz.uow() as uow:
         row = uow.session.scalar(select(RecordRow).where(RecordRow.kind == kind,
@@ -246,10 +249,13 @@ def case_records(zz: Zhizhi, principal: Principal, case_id: int) -> list[dict[st
 
 def import_csv(zz: Zhizhi, path: Path, kind: str, source: str,
                principal: Principal | None = None) -> dict[str, Any]:
-    """Import records from CSV (UTF-8 or GB18030); every row keeps `source` as its provenance."""
-    from zhizhi.domain.access import SYSTEM_PRINCIPAL
+    """Import records from CSV (UTF-8 or GB18030); every row keeps `source` as its provenance.
 
-    principal = principal or SYSTEM_PRINCIPAL
+    Without a principal the rows are written (and audited) as the system job `system:import`.
+    """
+    from zhizhi.domain.access import system_principal
+
+    principal = principal or system_principal("import")
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
