@@ -95,7 +95,7 @@ class CaseRow(Base):
     address: Mapped[str | None] = mapped_column(Text)
     reporter_name: Mapped[str | None] = mapped_column(Text)
     reporter_phone: Mapped[str | None] = mapped_column(Text)
-    reporter_id_number: Mapped[str | None] = mapped_column(Text)  # 身份证号, ciphertext (migration 0005)
+    reporter_id_number: Mapped[str | None] = mapped_column(Text)  # 身份证号, ciphertext (migration 0006)
     photos: Mapped[list[str]] = mapped_column(JSON, default=list)
     reported_at: Mapped[datetime] = mapped_column(UtcDateTime)
     registered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
