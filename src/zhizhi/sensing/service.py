@@ -85,6 +85,8 @@ class SensingService:
         self.store = ObservationStore(engine)
         self.lock = threading.RLock()
         self.timings: deque[Timing] = deque(maxlen=100_000)
+        #: alarms raised and not yet turned into a case, for the reading → case latency (bounded)
+        self._awaiting_case: dict[int, Timing] = {}
         self._reset()
         self.load()
 
@@ -474,7 +476,11 @@ class SensingService:
             s.commit()
         done = int(time.time() * 1000)
         for _, _, alarm in new:
-            self.timings.append(Timing(alarm.id or 0, ing.dt_to_ms(alarm.reading_at or alarm.raised_at), done))
+            timing = Timing(alarm.id or 0, ing.dt_to_ms(alarm.reading_at or alarm.raised_at), done)
+            self.timings.append(timing)
+            self._awaiting_case[timing.alarm_id] = timing
+        while len(self._awaiting_case) > 10_000:  # alarms whose scene opens no case: forget the oldest
+            del self._awaiting_case[next(iter(self._awaiting_case))]
         return events
 
     def _new_alarm(self, di: int, rule: Any, t: int, v: float) -> Alarm:
@@ -608,31 +614,47 @@ class SensingService:
                 for aid, cid in links:
                     if aid in self.by_id:
                         self.by_id[aid].case_id = cid
-            timing = {t.alarm_id: t for t in self.timings if t.alarm_id in dict(links)}
             for aid, _ in links:
-                if aid in timing:
-                    t = timing[aid]
+                t = self._awaiting_case.pop(aid, None)
+                if t is not None:
                     self.timings.append(Timing(aid, t.reading_ms, t.alarm_ms, done))
 
     def note_cleared(self, event: AlarmCleared) -> None:
-        """Bus handler: an alarm that clears while its case is open is noted on the case's timeline."""
-        done = self.by_id.get(event.alarm_id)
-        if done is not None and not done.active:
-            self.by_id.pop(event.alarm_id, None)
+        """Bus handler for one cleared alarm (see `note_cleared_many`)."""
+        self.note_cleared_many([event])
+
+    def note_cleared_many(self, events: list[AlarmCleared]) -> None:
+        """Bus batch handler: alarms that clear while their case is open are noted on the cases' timelines.
+
+        One query finds the cases of all the batch's cleared alarms and one transaction notes them,
+        instead of a query and a transaction per alarm: a batch that clears hundreds of alarms must not
+        hold up the next batch (and the next alarm's case) by a transaction each.
+        """
+        for event in events:
+            done = self.by_id.get(event.alarm_id)
+            if done is not None and not done.active:
+                self.by_id.pop(event.alarm_id, None)
+        ids = [e.alarm_id for e in events]
+        cases: dict[int, int] = {}
         with self.sessions() as s:
-            case_id = s.scalar(select(AlarmRow.case_id).where(AlarmRow.id == event.alarm_id))
-        if case_id is None:
+            for i in range(0, len(ids), 500):
+                rows = s.execute(select(AlarmRow.id, AlarmRow.case_id).where(
+                    AlarmRow.id.in_(ids[i:i + 500]), AlarmRow.case_id.is_not(None))).all()
+                cases.update((int(aid), int(cid)) for aid, cid in rows)
+        if not cases:
             return
         from zhizhi.domain.case import SYSTEM, CaseState
 
         with self.ctx.uow as uow:
-            case = uow.cases.get(case_id, for_update=True)
-            if case is None or not case.is_open:
-                return
-            before = case.state in (CaseState.REPORTED, CaseState.REGISTERED)
-            note = ("预警在派遣前已解除 / the alarm cleared before dispatch" if before else
-                    "预警已解除，请核实现场 / the alarm has cleared; check on site")
-            case.add_note(event.at, SYSTEM, note, {"alarm_id": event.alarm_id, "before_dispatch": before})
+            for event in events:
+                case_id = cases.get(event.alarm_id)
+                case = uow.cases.get(case_id, for_update=True) if case_id is not None else None
+                if case is None or not case.is_open:
+                    continue
+                before = case.state in (CaseState.REPORTED, CaseState.REGISTERED)
+                note = ("预警在派遣前已解除 / the alarm cleared before dispatch" if before else
+                        "预警已解除，请核实现场 / the alarm has cleared; check on site")
+                case.add_note(event.at, SYSTEM, note, {"alarm_id": event.alarm_id, "before_dispatch": before})
             uow.commit()
 
 
