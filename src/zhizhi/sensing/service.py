@@ -452,16 +452,19 @@ class SensingService:
                 self.by_id[row.id] = alarm
                 if di >= 0:
                     self.active[(di, ri)] = alarm
+            # Updates by primary key, one executemany per kind (not a statement per alarm).
             for alarm, at in flashes:
                 alarm.clear(at, note="条件在同一批读数内恢复 / back to normal within the same batch")
-                s.execute(update(AlarmRow).where(AlarmRow.id == alarm.id)
-                          .values(state=alarm.state.value, cleared_at=alarm.cleared_at))
-            for alarm in changed:
-                s.execute(update(AlarmRow).where(AlarmRow.id == alarm.id)
-                          .values(count=alarm.count, last_at=alarm.last_at, value=alarm.value))
+            if flashes:
+                s.execute(update(AlarmRow), [{"id": a.id, "state": a.state.value, "cleared_at": a.cleared_at}
+                                             for a, _ in flashes])
+            if changed:
+                s.execute(update(AlarmRow), [{"id": a.id, "count": a.count, "last_at": a.last_at, "value": a.value}
+                                             for a in changed])
+            if cleared:
+                s.execute(update(AlarmRow), [{"id": a.id, "state": a.state.value, "cleared_at": a.cleared_at,
+                                              "count": a.count} for a in cleared])
             for alarm in cleared:
-                s.execute(update(AlarmRow).where(AlarmRow.id == alarm.id)
-                          .values(state=alarm.state.value, cleared_at=alarm.cleared_at, count=alarm.count))
                 self.by_id.pop(alarm.id or 0, None)
             steps = []
             for alarm in [a for _, _, a in new]:
