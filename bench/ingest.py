@@ -109,8 +109,9 @@ def loop_baseline(codes: list[str], bodies: list[bytes], path: Path, catalogue: 
     It parses with orjson (the same parser the general path uses), makes the same checks (known device,
     quantity measured by it, physical range, time window, duplicate in the batch and in the table),
     inserts each reading into a table of the same layout (primary key (datastream, time), WITHOUT ROWID,
-    16 KiB pages, WAL, one commit per batch) and evaluates the device's two methane rules (threshold with
-    hysteresis, rate of change against the previous reading) with per-device state in dicts. It does not
+    WAL, synchronous=NORMAL, the same page cache, one commit per batch) and evaluates the device's two
+    methane rules (threshold with hysteresis, rate of change against the previous reading) with per-device
+    state in dicts. It does not
     store alarms or open cases (the bulk path does). Returns (stored, wall seconds, CPU seconds).
     """
     import sqlite3
@@ -118,7 +119,6 @@ def loop_baseline(codes: list[str], bodies: list[bytes], path: Path, catalogue: 
     import orjson
 
     conn = sqlite3.connect(path)
-    conn.execute("PRAGMA page_size=16384")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA cache_size=-131072")

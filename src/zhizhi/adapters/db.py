@@ -24,10 +24,6 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
             cur = dbapi_conn.cursor()
-            # 16 KiB pages for a new database (no effect on an existing one): the observations B-tree takes
-            # a batch of readings spread over every datastream, and bigger pages mean fewer pages to split,
-            # link and write per batch (about a third less CPU per stored reading than 4 KiB in bench/ingest.py).
-            cur.execute("PRAGMA page_size=16384")
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
             cur.execute("PRAGMA foreign_keys=ON")
