@@ -182,6 +182,9 @@ class Consumer:
         except (ValidationFailed, UnicodeDecodeError, ValueError) as exc:
             log.warning("refused MQTT message on %s: %s", msg.topic, exc)
             cols, n = None, 0
+        except Exception:  # never let one message stop the network thread: count it as unreadable
+            log.exception("could not decode MQTT message on %s", msg.topic)
+            cols, n = None, 0
         self.inbox.put(_Decoded(msg, cols, n))
 
     def start(self) -> None:
