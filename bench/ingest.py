@@ -9,7 +9,9 @@ Paths measured, on a fresh SQLite file and (when a server answers) a fresh Postg
   reading into the same indexed table layout, the same two methane rules), as a ratio;
 - MQTT: a publisher process sends batched messages (QoS 1) to the real broker; one consumer ingests them;
   every reading is counted (lost must be 0); p50/p99 latency from a reading's timestamp (set when it
-  is published) to its alarm's commit and to its case's commit.
+  is published) to its alarm's commit and to its case's commit;
+- MQTT into two consumer processes, each owning half of four partition topics (`zhizhi/v1/part/{n}`,
+  under a root of its own), the publisher splitting each message by device partition.
 
 Every rate is given twice: per wall-clock second, and per CPU-second of the processes doing the work
 (`time.process_time` of the ingesting process; on PostgreSQL plus the CPU of this database's server
@@ -174,13 +176,17 @@ def loop_baseline(codes: list[str], bodies: list[bytes], path: Path, catalogue: 
     return stored, elapsed, cpu
 
 
-def _publisher(codes: list[str], n: int, hot: list[int], ready: Any, done: Any, rate: float = 0.0) -> None:
+def _publisher(codes: list[str], n: int, hot: list[int], ready: Any, done: Any, rate: float = 0.0,
+               partitions: int = 0, root: str = "zhizhi/v1") -> None:
     """Sends n readings in messages of MQTT_MSG, timestamps taken when each message is built;
-    at `rate` readings/s when given (latency at a sustained load), else as fast as it can."""
+    at `rate` readings/s when given (latency at a sustained load), else as fast as it can.
+    With `partitions`, each message is split by device partition and sent to the partition topics."""
     import orjson
     import paho.mqtt.client as mqtt
 
-    from zhizhi.sensing.mqtt import batch_topic
+    from zhizhi.sensing.mqtt import batch_topic, partition_of, partition_topic
+
+    part_of = [partition_of(c, partitions) for c in codes] if partitions else []
 
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     client.max_inflight_messages_set(200)
@@ -203,12 +209,53 @@ def _publisher(codes: list[str], n: int, hot: list[int], ready: Any, done: Any, 
             minute = j // d
             v = 40.0 if (k in hotset and minute == 1) else 2.0
             items.append({"device": codes[k], "quantity": "methane", "value": v, "time": t - (j % 50)})
-        infos.append(client.publish(batch_topic("bench"), orjson.dumps(items), qos=1))
+        if not partitions:
+            infos.append(client.publish(batch_topic("bench"), orjson.dumps(items), qos=1))
+            continue
+        split: dict[int, list[dict[str, Any]]] = {}
+        for j, it in zip(range(start, start + len(items)), items, strict=True):
+            split.setdefault(part_of[j % d], []).append(it)
+        for p, part in split.items():
+            infos.append(client.publish(partition_topic(p, root), orjson.dumps(part), qos=1))
     for info in infos:
         info.wait_for_publish(120)
     done.set()
     client.disconnect()
     client.loop_stop()
+
+
+def _consumer(url: str, data_dir: str, parts: list[int], root: str, batch: int, counter: Any, ready: Any,
+              stop: Any, result: Any) -> None:
+    """One consumer process owning `parts` of the partition topics, with its own service on the shared database."""
+    from zhizhi.sensing.mqtt import Consumer
+    from zhizhi.sensing.simulator import make_devices
+
+    hierarchy, _ = load_city("tiny", Path(data_dir))
+    zz = make_app(url, hierarchy, Path(data_dir))
+    # Warm-up outside the measurement: one device of its own raises one alarm that opens one case, so the
+    # first measured case does not pay for this fresh process's first use of the locator and the case loop.
+    warm = make_devices(1, (106.505, 29.505, 106.695, 29.595), seed=9, prefix=f"WARM{parts[0]}")
+    warm[0].type, warm[0].scene = "methane_detector", "septic_tank"
+    zz.sensing.register(warm)
+    t = now_ms()
+    zz.sensing.ingest([{"device": warm[0].code, "quantity": "methane", "value": 2.0, "time": t - 120_000},
+                       {"device": warm[0].code, "quantity": "methane", "value": 40.0, "time": t - 60_000}])
+    zz.sensing.timings.clear()
+    c = Consumer(zz.sensing, partitions=parts, root=root, max_messages=50, max_readings=batch)
+    c.start()
+    c.ready.wait(10)
+    ready.set()
+    srv0, cpu0 = server_cpu(zz.engine), time.process_time()
+    while not stop.is_set():
+        counter.value = c.stats.accepted + c.stats.refused
+        time.sleep(0.01)
+    cpu, srv = time.process_time() - cpu0, server_cpu(zz.engine) - srv0
+    c.stop()
+    tm = list(zz.sensing.timings)
+    result.put((c.stats.accepted, c.stats.refused, cpu, srv, c.stats.batches,
+                [x.alarm_ms - x.reading_ms for x in tm if x.case_ms is None],
+                [x.case_ms - x.reading_ms for x in tm if x.case_ms is not None]))
+    zz.engine.dispose()
 
 
 def pct(values: list[float], q: float) -> float:
@@ -326,7 +373,54 @@ def run_backend(backend: str, url: str, args: argparse.Namespace, tmp: Path) -> 
         emit(f"ingest.{backend}.reading_to_alarm_p99", pct(alarm_ms, 99), "ms")
         emit(f"ingest.{backend}.reading_to_case_p50", pct(case_ms, 50), "ms")
         emit(f"ingest.{backend}.reading_to_case_p99", pct(case_ms, 99), "ms")
+    # 5. MQTT into two consumer processes, each owning half of the partition topics
+    if not args.no_mqtt and not args.no_mqtt_2proc:
+        root = f"zhizhi-bench-{int(time.time())}/v1"
+        n_parts = 4
+        m = args.mqtt_readings
+        counters = [ctx.Value("q", 0) for _ in range(2)]
+        ready = [ctx.Event() for _ in range(2)]
+        stop = ctx.Event()
+        result = ctx.Queue()
+        owned = [[0, 1], [2, 3]]
+        procs = [ctx.Process(target=_consumer, args=(url, str(tmp), owned[i], root, args.mqtt_batch, counters[i],
+                                                     ready[i], stop, result)) for i in range(2)]
+        for p in procs:
+            p.start()
+        for r in ready:
+            r.wait(300)
+        hot2 = sorted(set(range(2, args.devices, max(1, args.devices // args.incidents))) - hot)
+        ready_pub, done = ctx.Event(), ctx.Event()
+        pub = ctx.Process(target=_publisher, args=(codes, m, hot2, ready_pub, done, args.mqtt_rate, n_parts, root))
+        pub.start()
+        time.sleep(2.0)
+        start = time.perf_counter()
+        ready_pub.set()
+        deadline = time.monotonic() + 300
+        while sum(c.value for c in counters) < m and time.monotonic() < deadline:
+            time.sleep(0.01)
+        elapsed = time.perf_counter() - start
+        time.sleep(1.0)
+        stop.set()
+        outs = [result.get(timeout=120) for _ in procs]
+        for p in procs:
+            p.join()
+        pub.join()
+        got = sum(o[0] for o in outs)
+        refused = sum(o[1] for o in outs)
+        label = f"mqtt_2proc_paced_{int(args.mqtt_rate)}" if args.mqtt_rate else "mqtt_2proc"
+        emit(f"ingest.{backend}.{label}", got / elapsed, "readings/s")
+        emit(f"ingest.{backend}.{label}_per_cpu", got / sum(o[2] + o[3] for o in outs), "readings/CPU-s")
+        emit(f"ingest.{backend}.{label}_lost", m - got - refused, "readings")
+        alarm_ms = [x for o in outs for x in o[5]]
+        case_ms = [x for o in outs for x in o[6]]
+        emit(f"ingest.{backend}.{label}_alarms_measured", len(alarm_ms), "alarms")
+        emit(f"ingest.{backend}.{label}_reading_to_alarm_p99", pct(alarm_ms, 99), "ms")
+        emit(f"ingest.{backend}.{label}_reading_to_case_p50", pct(case_ms, 50), "ms")
+        emit(f"ingest.{backend}.{label}_reading_to_case_p99", pct(case_ms, 99), "ms")
     emit(f"ingest.{backend}.stored_total", zz.sensing.store.count(), "readings")
+    if not args.no_mqtt and not args.no_mqtt_2proc:
+        print("# note: stored_total includes 2 warm-up readings of each of the two consumer processes", flush=True)
     zz.engine.dispose()
 
 
@@ -343,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", choices=["sqlite", "postgresql"])
     ap.add_argument("--pg", help="PostgreSQL server URL")
     ap.add_argument("--no-mqtt", action="store_true")
+    ap.add_argument("--no-mqtt-2proc", action="store_true", help="skip the two partition-owning consumer processes")
     args = ap.parse_args(argv)
     pg = pg_base_url(args.pg)
     load1, load5, _ = os.getloadavg()
