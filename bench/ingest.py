@@ -187,6 +187,7 @@ def _publisher(codes: list[str], n: int, hot: list[int], ready: Any, done: Any, 
     from zhizhi.sensing.mqtt import batch_topic, partition_of, partition_topic
 
     part_of = [partition_of(c, partitions) for c in codes] if partitions else []
+    buffers: dict[int, list[dict[str, Any]]] = {}
 
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     client.max_inflight_messages_set(200)
@@ -212,11 +213,16 @@ def _publisher(codes: list[str], n: int, hot: list[int], ready: Any, done: Any, 
         if not partitions:
             infos.append(client.publish(batch_topic("bench"), orjson.dumps(items), qos=1))
             continue
-        split: dict[int, list[dict[str, Any]]] = {}
+        # a gateway keeps one buffer per partition and sends it when it holds MQTT_MSG readings
         for j, it in zip(range(start, start + len(items)), items, strict=True):
-            split.setdefault(part_of[j % d], []).append(it)
-        for p, part in split.items():
-            infos.append(client.publish(partition_topic(p, root), orjson.dumps(part), qos=1))
+            buf = buffers.setdefault(part_of[j % d], [])
+            buf.append(it)
+            if len(buf) >= MQTT_MSG:
+                infos.append(client.publish(partition_topic(part_of[j % d], root), orjson.dumps(buf), qos=1))
+                buf.clear()
+    for p, buf in buffers.items():
+        if buf:
+            infos.append(client.publish(partition_topic(p, root), orjson.dumps(buf), qos=1))
     for info in infos:
         info.wait_for_publish(120)
     done.set()
