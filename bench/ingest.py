@@ -184,7 +184,7 @@ def _publisher(codes: list[str], n: int, hot: list[int], ready: Any, done: Any, 
     import orjson
     import paho.mqtt.client as mqtt
 
-    from zhizhi.sensing.mqtt import batch_topic, partition_of, partition_topic
+    from zhizhi.sensing.mqtt import partition_of, partition_topic
 
     part_of = [partition_of(c, partitions) for c in codes] if partitions else []
     buffers: dict[int, list[dict[str, Any]]] = {}
@@ -211,7 +211,7 @@ def _publisher(codes: list[str], n: int, hot: list[int], ready: Any, done: Any, 
             v = 40.0 if (k in hotset and minute == 1) else 2.0
             items.append({"device": codes[k], "quantity": "methane", "value": v, "time": t - (j % 50)})
         if not partitions:
-            infos.append(client.publish(batch_topic("bench"), orjson.dumps(items), qos=1))
+            infos.append(client.publish(f"{root}/batch/bench", orjson.dumps(items), qos=1))
             continue
         # a gateway keeps one buffer per partition and sends it when it holds MQTT_MSG readings
         for j, it in zip(range(start, start + len(items)), items, strict=True):
@@ -344,13 +344,14 @@ def run_backend(backend: str, url: str, args: argparse.Namespace, tmp: Path) -> 
 
         zz.sensing.timings.clear()
         mqtt_hot = sorted(set(range(1, args.devices, max(1, args.devices // args.incidents))) - hot)
-        consumer = Consumer(zz.sensing, group=f"bench{int(time.time())}", max_messages=50,
-                            max_readings=args.mqtt_batch)
+        # topics under a root of this run's own: nothing else on the broker reaches these consumers
+        root1 = f"zhizhi-bench-{os.getpid()}-{int(time.time())}/v1"
+        consumer = Consumer(zz.sensing, group="bench", max_messages=50, max_readings=args.mqtt_batch, root=root1)
         consumer.start()
         consumer.ready.wait(10)
         m = args.mqtt_readings
         ready_pub, done = ctx.Event(), ctx.Event()
-        pub = ctx.Process(target=_publisher, args=(codes, m, mqtt_hot, ready_pub, done, args.mqtt_rate))
+        pub = ctx.Process(target=_publisher, args=(codes, m, mqtt_hot, ready_pub, done, args.mqtt_rate, 0, root1))
         pub.start()
         time.sleep(2.0)  # publisher connected
         srv0 = server_cpu(zz.engine)
@@ -381,7 +382,7 @@ def run_backend(backend: str, url: str, args: argparse.Namespace, tmp: Path) -> 
         emit(f"ingest.{backend}.reading_to_case_p99", pct(case_ms, 99), "ms")
     # 5. MQTT into two consumer processes, each owning half of the partition topics
     if not args.no_mqtt and not args.no_mqtt_2proc:
-        root = f"zhizhi-bench-{int(time.time())}/v1"
+        root = f"zhizhi-bench-{os.getpid()}-{int(time.time())}-2/v1"
         n_parts = 4
         m = args.mqtt_readings
         counters = [ctx.Value("q", 0) for _ in range(2)]
