@@ -65,13 +65,22 @@ def payloads(codes: list[str], n: int, t0: int, hot: set[int], batch: int = BATC
     return out
 
 
+def named(url: str, role: str) -> str:
+    """The database URL with a PostgreSQL application_name of this process's own, so that `server_cpu`
+    counts the server backends of this process only (not those of the other processes on the database)."""
+    if not url.startswith("postgresql"):
+        return url
+    return f"{url}{'&' if '?' in url else '?'}application_name=zz-bench-{role}-{os.getpid()}"
+
+
 def server_cpu(engine: Any) -> float:
-    """CPU-seconds used so far by this database's PostgreSQL backends (0 on SQLite: it runs in-process)."""
+    """CPU-seconds used so far by this process's PostgreSQL backends (0 on SQLite: it runs in-process)."""
     if engine.dialect.name != "postgresql":
         return 0.0
     with engine.connect() as conn:
         pids = [r[0] for r in conn.exec_driver_sql(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()").fetchall()]
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = current_setting('application_name')").fetchall()]
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for pid in pids:
@@ -90,7 +99,7 @@ def _worker(url: str, data_dir: str, part: int, parts: int, n: int, t0: int, rea
     from zhizhi.sensing.mqtt import partition_of
 
     hierarchy, _ = load_city("tiny", Path(data_dir))
-    zz = make_app(url, hierarchy, Path(data_dir))
+    zz = make_app(named(url, f"worker{part}"), hierarchy, Path(data_dir))
     codes = [d.code for d in zz.sensing.devices if partition_of(d.code, parts) == part]
     bodies = payloads(codes, n, t0, set())
     ready.set()
@@ -237,7 +246,7 @@ def _consumer(url: str, data_dir: str, parts: list[int], root: str, batch: int, 
     from zhizhi.sensing.simulator import make_devices
 
     hierarchy, _ = load_city("tiny", Path(data_dir))
-    zz = make_app(url, hierarchy, Path(data_dir))
+    zz = make_app(named(url, f"consumer{parts[0]}"), hierarchy, Path(data_dir))
     # Warm-up outside the measurement: one device of its own raises one alarm that opens one case, so the
     # first measured case does not pay for this fresh process's first use of the locator and the case loop.
     warm = make_devices(1, (106.505, 29.505, 106.695, 29.595), seed=9, prefix=f"WARM{parts[0]}")
@@ -273,7 +282,7 @@ def run_backend(backend: str, url: str, args: argparse.Namespace, tmp: Path) -> 
     from zhizhi.sensing.simulator import make_devices
 
     hierarchy, _ = load_city("tiny", tmp)
-    zz = make_app(url, hierarchy, tmp)
+    zz = make_app(named(url, "main"), hierarchy, tmp)
     devices = make_devices(args.devices, (106.505, 29.505, 106.695, 29.595), seed=1, prefix="B")
     for d in devices:
         d.type, d.scene = "methane_detector", "septic_tank"
