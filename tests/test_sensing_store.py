@@ -156,3 +156,20 @@ def test_a_crash_mid_batch_keeps_the_acknowledged_readings_and_none_of_the_unfin
     rep = app.sensing.ingest_body(orjson.dumps(second), now=now)
     assert rep.accepted == len(second) and not rep.reasons
     assert app.sensing.store.count() == len(first) + len(second)
+
+
+def test_a_scoped_caller_s_readings_for_devices_outside_its_scope_are_refused_as_unknown(app: Any) -> None:
+    codes = _methane_devices(app, 3, "SC")
+    now = app.clock.now()
+    t = int((now - timedelta(minutes=5)).timestamp() * 1000)
+    outside = app.sensing.index[codes[1]]
+
+    def admit() -> np.ndarray:
+        mask = np.ones(len(app.sensing.devices), dtype=np.bool_)
+        mask[outside] = False
+        return mask
+
+    body = orjson.dumps([{"device": c, "quantity": "methane", "value": 1.0, "time": t} for c in codes])
+    rep = app.sensing.ingest_body(body, now=now, admit=admit)
+    assert rep.accepted == 2 and rep.reasons == {"unknown-device": 1}
+    assert [e["device"] for e in rep.errors] == [codes[1]]

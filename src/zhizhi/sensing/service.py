@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -291,20 +291,27 @@ class SensingService:
 
     # ------------------------------------------------------------------ ingest
     def ingest_body(self, body: bytes, content_type: str = "", content_encoding: str = "",
-                    now: datetime | None = None) -> IngestReport:
+                    now: datetime | None = None, admit: Callable[[], np.ndarray] | None = None) -> IngestReport:
+        """A request or message body through the typed fast decoder when it allows (see `ing.decode_columns`)."""
         cols, received = ing.decode_columns(body, content_type, content_encoding)
-        return self.ingest_columns(cols, received, now=now)
+        return self.ingest_columns(cols, received, now=now, admit=admit)
 
-    def ingest(self, items: list[Any], now: datetime | None = None, offset: int = 0) -> IngestReport:
+    def ingest(self, items: list[Any], now: datetime | None = None, offset: int = 0,
+               admit: Callable[[], np.ndarray] | None = None) -> IngestReport:
         """Validate, store, evaluate; per-item reasons for what is refused."""
-        return self.ingest_columns(ing.flatten(items, offset), len(items), now=now)
+        return self.ingest_columns(ing.flatten(items, offset), len(items), now=now, admit=admit)
 
-    def ingest_columns(self, cols: ing.Columns, received: int, now: datetime | None = None) -> IngestReport:
+    def ingest_columns(self, cols: ing.Columns, received: int, now: datetime | None = None,
+                       admit: Callable[[], np.ndarray] | None = None) -> IngestReport:
         """The batch pipeline on columns: validate with numpy, store sorted, evaluate the rules, raise alarms.
 
         Valid readings are sorted once by (datastream, time): duplicates inside the batch become
         neighbours (one comparison finds them all), and the store then writes its (datastream,
         time) B-tree in key order, page after page, instead of jumping across it per reading.
+
+        `admit` (a scoped caller's): called under the lock once new devices are loaded, it answers for each
+        device index whether the caller may post for it; readings of the others are refused as unknown
+        devices, the same answer as for a device that does not exist.
         """
         now = now or self.ctx.clock.now()
         now_ms = ing.dt_to_ms(now)
@@ -324,7 +331,7 @@ class SensingService:
             q = ing.lookup(cols.quantity, self.qindex)
             v, bad_v = ing.to_values(cols.value)
             t, bad_t = ing.to_times(cols.time, now_ms)
-            reason = self._reasons(dev, q, v, t, bad_v | bad_t, now_ms)
+            reason = self._reasons(dev, q, v, t, bad_v | bad_t, now_ms, admit() if admit is not None else None)
             idx = np.flatnonzero(reason == 0)
             if idx.size:
                 di, qi, ti = dev[idx], q[idx], t[idx]
@@ -374,7 +381,7 @@ class SensingService:
         return report
 
     def _reasons(self, dev: np.ndarray, q: np.ndarray, v: np.ndarray, t: np.ndarray, bad: np.ndarray,
-                 now_ms: int) -> np.ndarray:
+                 now_ms: int, admitted: np.ndarray | None = None) -> np.ndarray:
         """Each reading's refusal reason (0 = valid): the first failing check, in the documented order.
 
         The masks are written from the last check to the first, each overwriting the ones after it,
@@ -392,6 +399,8 @@ class SensingService:
             reason[~self.usable[dsafe]] = ing.INACTIVE
         reason[q == -1] = ing.UNKNOWN_QUANTITY
         reason[dev == -1] = ing.UNKNOWN_DEVICE
+        if admitted is not None:  # out of the caller's scope: the same answer as a device that does not exist
+            reason[(dev >= 0) & ~admitted[np.maximum(dev, 0)]] = ing.UNKNOWN_DEVICE
         reason[(dev == -2) | (q == -2) | bad] = ing.MALFORMED
         return reason
 
