@@ -35,3 +35,11 @@ def test_simulate_checks_every_incident_became_an_alarm_and_a_case(env: Path) ->
     assert "incidents → alarm and case: 6/6" in r.output
     r = runner.invoke(app, ["sensing", "alarms", "--state", "cleared"])
     assert r.exit_code == 0 and "alarms (cleared)" in r.output
+
+
+def test_consume_owns_the_partitions_it_is_given_and_refuses_a_bad_list(env: Path) -> None:
+    r = runner.invoke(app, ["sensing", "consume", "--partitions", "9-20", "--of", "16"])
+    assert r.exit_code == 2 and "partition out of range" in r.output
+    r = runner.invoke(app, ["sensing", "consume", "--partitions", "0-1,3", "--of", "4", "--seconds", "1"])
+    assert r.exit_code == 0, r.output
+    assert "in partitions [0, 1, 3] of 4" in r.output and "readings accepted: 0" in r.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 import uuid
+import zlib
 from datetime import timedelta
 from typing import Any
 
@@ -12,8 +13,9 @@ import orjson
 import paho.mqtt.client as mqtt
 import pytest
 
+from zhizhi.domain.errors import ValidationFailed
 from zhizhi.sensing.ingest import dt_to_ms
-from zhizhi.sensing.mqtt import Consumer, batch_topic, device_topic
+from zhizhi.sensing.mqtt import Consumer, batch_topic, device_topic, parse_partitions, partition_of, partition_topic
 from zhizhi.sensing.simulator import Simulator, make_devices
 
 
@@ -118,4 +120,69 @@ def test_two_consumers_in_one_group_split_the_messages(app: Any, publisher: Any)
             c.stop()
     assert sum(c.stats.messages for c in consumers) == 60  # each message went to exactly one member
     assert all(c.stats.messages > 0 for c in consumers)
+    assert app.sensing.store.count() == sent
+
+
+def test_partition_of_is_stable_and_partition_lists_parse() -> None:
+    # CRC-32 of the code: the same number in every process and language (Python's hash() is salted)
+    assert partition_of("M-0001", 16) == zlib.crc32(b"M-0001") % 16
+    assert {partition_of(f"D{i}", 4) for i in range(200)} == {0, 1, 2, 3}
+    assert parse_partitions("0-3,6", 8) == [0, 1, 2, 3, 6]
+    assert parse_partitions("5", 8) == [5]
+    for bad in ("8", "3-1", "x", "", "0-99"):
+        with pytest.raises(ValidationFailed):
+            parse_partitions(bad, 8)
+
+
+class _Spy:
+    """Stands in for the service: records what one consumer received, then ingests it for real."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.devices: set[str] = set()
+        self.batch_sizes: list[int] = []
+
+    def ingest_columns(self, cols: Any, received: int, now: Any = None) -> Any:
+        self.devices.update(cols.device)
+        self.batch_sizes.append(len(cols.device))
+        return self.real.ingest_columns(cols, received, now)
+
+
+def test_partition_owners_get_every_reading_of_their_devices_and_no_other(app: Any, publisher: Any) -> None:
+    devices = make_devices(40, (106.51, 29.51, 106.69, 29.59), seed=6, prefix=f"Q{uuid.uuid4().hex[:4]}")
+    for d in devices:
+        d.type, d.scene = "methane_detector", "septic_tank"
+    app.sensing.register(devices)
+    spies = [_Spy(app.sensing), _Spy(app.sensing)]
+    owned = [[0, 1], [2, 3]]
+    # a topic root per test run: other runs on the same broker must not feed these consumers
+    root = f"zhizhi-test-{uuid.uuid4().hex[:8]}/v1"
+    consumers = [Consumer(s, partitions=parts, max_readings=100, max_wait_s=0.2, root=root)  # type: ignore[arg-type]
+                 for s, parts in zip(spies, owned, strict=True)]
+    for c in consumers:
+        c.start()
+    try:
+        for c in consumers:
+            assert c.ready.wait(10)
+        start = dt_to_ms(app.clock.now() - timedelta(minutes=30))
+        sent = 0
+        for minute in range(30):
+            split: dict[int, list[dict[str, Any]]] = {}
+            for d in devices:
+                split.setdefault(partition_of(d.code, 4), []).append(
+                    {"device": d.code, "quantity": "methane", "value": 2.0, "time": start + minute * 60_000})
+            for p, items in split.items():
+                publisher.publish(partition_topic(p, root), orjson.dumps(items), qos=1).wait_for_publish(5)
+                sent += len(items)
+        wait_for(lambda: sum(c.stats.accepted for c in consumers) >= sent)
+    finally:
+        for c in consumers:
+            c.stop()
+    assert sum(c.stats.accepted for c in consumers) == sent == 30 * len(devices)
+    assert spies[0].devices.isdisjoint(spies[1].devices)
+    assert spies[0].devices | spies[1].devices == {d.code for d in devices}
+    for spy, parts in zip(spies, owned, strict=True):
+        assert {partition_of(code, 4) for code in spy.devices} <= set(parts)
+        # batches are bounded by readings: gathering stops once 100 are held (one message holds < 40)
+        assert max(spy.batch_sizes) < 100 + len(devices)
     assert app.sensing.store.count() == sent

@@ -66,16 +66,28 @@ def consume(
     group: Annotated[str, typer.Option(help="shared-subscription group: consumers in one group split the load")] =
     "zhizhi",
     batch: Annotated[int, typer.Option(help="messages per ingest batch")] = 200,
+    max_readings: Annotated[int, typer.Option(help="readings per ingest batch at most (bounds the latency)")] =
+    50_000,
     seconds: Annotated[float, typer.Option(help="stop after this long (0 = run until interrupted)")] = 0.0,
+    partitions: Annotated[str | None, typer.Option(
+        help="own these partitions, e.g. 0-3 or 0,2,5: subscribe to zhizhi/v1/part/{n} instead of the shared "
+             "group, so every reading of a device reaches this consumer (exact rule state)")] = None,
+    of: Annotated[int, typer.Option(help="number of partitions the devices are split into")] = 16,
 ) -> None:
-    """Subscribe to zhizhi/v1/obs/# and zhizhi/v1/batch/# (shared) and ingest what arrives."""
-    from zhizhi.sensing.mqtt import Consumer
+    """Subscribe to zhizhi/v1/obs/# and zhizhi/v1/batch/# (shared), or own partitions; ingest what arrives."""
+    from zhizhi.domain.errors import ValidationFailed
+    from zhizhi.sensing.mqtt import Consumer, parse_partitions
 
+    try:
+        owned = parse_partitions(partitions, of) if partitions is not None else None
+    except ValidationFailed as exc:
+        raise typer.BadParameter(exc.message, param_hint="--partitions") from None
     zz = _boot()
     c = Consumer(zz.sensing, host or zz.settings.mqtt_host, port or zz.settings.mqtt_port, group=group,
-                 max_messages=batch)
+                 max_messages=batch, max_readings=max_readings, partitions=owned)
     c.start()
-    typer.echo(f"consuming as {c.client._client_id.decode()} in group {group}")
+    where = f"partitions {owned} of {of}" if owned is not None else f"group {group}"
+    typer.echo(f"consuming as {c.client._client_id.decode()} in {where}")
     started = time.monotonic()
     try:
         while not seconds or time.monotonic() - started < seconds:
@@ -99,6 +111,8 @@ def simulate(
     via: Annotated[str, typer.Option(help="mqtt | http | direct")] = "mqtt",
     url: Annotated[str, typer.Option(help="API base for --via http")] = "http://127.0.0.1:8000",
     batch: Annotated[int, typer.Option(help="readings items per message / request")] = 1000,
+    partitions: Annotated[int, typer.Option(help="with --via mqtt: split each batch by device partition and send "
+                                                  "it to zhizhi/v1/part/{n} (0 = one batch topic)")] = 0,
     check: Annotated[float, typer.Option(help="after sending, wait this many seconds and check that every "
                                                "incident became an alarm and a case (0 = no check)")] = 0.0,
     seed: int = 7,
@@ -107,7 +121,7 @@ def simulate(
     import orjson
 
     from zhizhi.sensing.ingest import dt_to_ms
-    from zhizhi.sensing.mqtt import batch_topic
+    from zhizhi.sensing.mqtt import batch_topic, partition_of, partition_topic
     from zhizhi.sensing.simulator import Simulator, make_devices_in_city
 
     zz = _boot()
@@ -130,7 +144,15 @@ def simulate(
         client.loop_start()
 
         def publish(items: list[Any]) -> None:
-            client.publish(batch_topic(f"sim-{seed}"), orjson.dumps(items), qos=1).wait_for_publish(30)
+            if not partitions:
+                client.publish(batch_topic(f"sim-{seed}"), orjson.dumps(items), qos=1).wait_for_publish(30)
+                return
+            split: dict[int, list[Any]] = {}
+            for it in items:
+                split.setdefault(partition_of(it["device"], partitions), []).append(it)
+            infos = [client.publish(partition_topic(p), orjson.dumps(part), qos=1) for p, part in split.items()]
+            for info in infos:
+                info.wait_for_publish(30)
     elif via == "http":
         import httpx
 

@@ -4,8 +4,9 @@ State lives in arrays indexed by a dense device index (0..n-1): the latest value
 time per (device, quantity), last-seen per device, and per rule the parameters
 (type defaults with per-device overrides), whether its alarm is active, and the start
 of the current "condition holds" run for duration rules. A batch is sorted once by
-(device, quantity, time); each rule then works on its slice with array operations
-and group boundaries — no Python loop per reading.
+(quantity, device, time), so each quantity's readings are one contiguous slice; each
+rule then works on its quantity's slice with array operations and group boundaries —
+no Python loop per reading, and a rule whose quantity is not in the batch costs nothing.
 
 Within one batch each (device, rule) settles on its *last* raise-or-clear reading. An
 alarm raised and cleared inside one batch (a fall, a thrown object) is reported as a
@@ -130,23 +131,28 @@ class RuleEngine:
         """Update the latest values and evaluate every rule on one validated batch."""
         if dev.size == 0:
             return []
-        nq = len(self.quantities)
         t0 = int(t.min())
         span = t - t0
         if int(span.max()) > MAX_SPAN_MS:
             raise ValueError("a batch may span at most 12 days of readings")
-        key = ((dev.astype(np.int64) * nq + q) << 30) | span
+        key = ((q.astype(np.int64) * self.cap + dev) << 30) | span
         order = np.argsort(key, kind="stable")
         dd, qq, tt, vv = dev[order], q[order], t[order], v[order]
         dq = key[order] >> 30
         last_dq = np.ones(dd.size, dtype=np.bool_)
         last_dq[:-1] = dq[1:] != dq[:-1]
+        # where each quantity's slice begins and ends in the sorted batch
+        bounds = np.searchsorted(qq, np.arange(len(self.quantities) + 1))
 
         out: list[Transitions] = []
         # Rules on one quantity read the previous value (rate) before the latest values move on.
         for r, rule in enumerate(self.rules):
             if rule.kind in (RuleKind.THRESHOLD, RuleKind.RATE, RuleKind.DURATION):
-                tr = self._single(r, rule, dd, qq, tt, vv)
+                qi = self.qindex[rule.quantity or ""]
+                lo, hi = int(bounds[qi]), int(bounds[qi + 1])
+                if lo == hi:
+                    continue
+                tr = self._single(r, rule, dd[lo:hi], tt[lo:hi], vv[lo:hi])
                 if tr is not None and not tr.empty:
                     out.append(tr)
 
@@ -156,10 +162,10 @@ class RuleEngine:
         newer = lt >= self.latest_t[ld, lq]
         self.latest_v[ld[newer], lq[newer]] = lv[newer]
         self.latest_t[ld[newer], lq[newer]] = lt[newer]
-        touched = np.unique(dd)
         # last seen per device: the max time of its readings in the batch
         seen = np.zeros(self.n, dtype=np.int64)
         np.maximum.at(seen, ld, lt)
+        touched = np.flatnonzero(seen)  # times are epoch ms, never 0
         self.last_seen[touched] = np.maximum(self.last_seen[touched], seen[touched])
 
         for r, rule in enumerate(self.rules):
@@ -191,13 +197,17 @@ class RuleEngine:
         return [tr for tr in out if not tr.empty]
 
     # ------------------------------------------------------------------ rule kinds
-    def _single(self, r: int, rule: AlarmRule, dd: np.ndarray, qq: np.ndarray, tt: np.ndarray,
-                vv: np.ndarray) -> Transitions | None:
+    def _single(self, r: int, rule: AlarmRule, dd: np.ndarray, tt: np.ndarray, vv: np.ndarray) -> Transitions | None:
+        """One rule over its quantity's slice of the batch (sorted by device, then time)."""
         qi = self.qindex[rule.quantity or ""]
-        idx = np.flatnonzero((qq == qi) & self.applies[r, dd])
-        if idx.size == 0:
-            return None
-        d, t, v = dd[idx], tt[idx], vv[idx]
+        applies = self.applies[r, dd]
+        if applies.all():
+            d, t, v = dd, tt, vv
+        else:
+            idx = np.flatnonzero(applies)
+            if idx.size == 0:
+                return None
+            d, t, v = dd[idx], tt[idx], vv[idx]
         first = np.ones(d.size, dtype=np.bool_)
         first[1:] = d[1:] != d[:-1]
         if rule.kind is RuleKind.THRESHOLD:

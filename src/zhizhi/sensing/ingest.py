@@ -8,6 +8,13 @@ Payload items (JSON array, NDJSON or MQTT message bodies) come in two shapes:
 ``time`` is ISO 8601 (naive = Chinese local time) or epoch milliseconds; it may be left
 out (the time of receipt). A bad item never spoils the batch: each refused reading gets
 its item index and a reason, and the valid ones go on.
+
+The common body — an array (or NDJSON) of well-typed one-reading objects — is decoded by
+msgspec straight into small typed structs (`decode_columns`), which costs about half of
+building a dict per item and makes the columns with four tight comprehensions. Anything
+else (a ``values`` item, a wrong type, a missing key) makes the typed decoder refuse the
+whole body, and the body then takes the general path (`decode_body` + `flatten`), which
+finds the bad items one by one. Both paths give the same `Columns`.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from itertools import repeat
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
 import numpy as np
 import orjson
 
@@ -39,17 +47,25 @@ REASONS_ZH = {"malformed": "格式错误", "unknown-device": "未知设备", "un
               "device-inactive": "设备已停用"}
 
 
-def decode_body(body: bytes, content_type: str = "", content_encoding: str = "") -> list[Any]:
-    """A JSON array, one JSON object, or newline-delimited JSON; gzip by header or by magic bytes."""
+def _gunzip(body: bytes, content_encoding: str) -> bytes:
     if content_encoding.lower() == "gzip" or body[:2] == b"\x1f\x8b":
         try:
-            body = gzip.decompress(body)
+            return gzip.decompress(body)
         except (OSError, EOFError) as exc:
             raise ValidationFailed(f"gzip 解压失败 / bad gzip body: {exc}") from None
-    text = body.strip()
+    return body
+
+
+def _is_ndjson(text: bytes, content_type: str) -> bool:
+    return "ndjson" in content_type or "jsonl" in content_type or (text[:1] == b"{" and b"\n" in text)
+
+
+def decode_body(body: bytes, content_type: str = "", content_encoding: str = "") -> list[Any]:
+    """A JSON array, one JSON object, or newline-delimited JSON; gzip by header or by magic bytes."""
+    text = _gunzip(body, content_encoding).strip()
     if not text:
         return []
-    if "ndjson" in content_type or "jsonl" in content_type or (text[:1] == b"{" and b"\n" in text):
+    if _is_ndjson(text, content_type):
         items: list[Any] = []
         for line in text.split(b"\n"):
             line = line.strip()
@@ -76,6 +92,50 @@ class _Malformed:
     text: str
 
 
+class _Reading(msgspec.Struct, gc=False):
+    """One well-typed reading, as the fast decoder expects it (unknown keys are ignored).
+
+    `gc=False`: a batch makes tens of thousands of these and none can form a cycle, so the
+    garbage collector need not track (and walk) them.
+    """
+
+    device: str
+    quantity: str
+    value: float | bool
+    time: int | float | str | None = None
+
+
+_ARRAY = msgspec.json.Decoder(list[_Reading])
+_LINE = msgspec.json.Decoder(_Reading)
+
+
+def decode_columns(body: bytes, content_type: str = "", content_encoding: str = "", offset: int = 0
+                   ) -> tuple[Columns, int]:
+    """(columns, number of items) of a request or message body — the fast typed path when the body allows it.
+
+    The typed decoder is tried only when no item can carry ``values`` (the bytes ``"values"``
+    do not occur at all), since it would silently ignore that key; on any refusal the body goes
+    the general way, so an odd body is never worse off than before, only not faster.
+    """
+    text = _gunzip(body, content_encoding).strip()
+    if text and b'"values"' not in text:
+        try:
+            if _is_ndjson(text, content_type):
+                rows = _LINE.decode_lines(text)
+            elif text[:1] == b"[":
+                rows = _ARRAY.decode(text)
+            else:
+                rows = [_LINE.decode(text)]
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            rows = None
+        if rows is not None:
+            cols = Columns(np.arange(offset, offset + len(rows), dtype=np.int64), [r.device for r in rows],
+                           [r.quantity for r in rows], [r.time for r in rows], [r.value for r in rows], [])
+            return cols, len(rows)
+    items = decode_body(text, content_type)
+    return flatten(items, offset), len(items)
+
+
 @dataclass
 class Columns:
     """A batch flattened to one row per reading; `item` is the index of the payload item it came from."""
@@ -86,6 +146,20 @@ class Columns:
     time: list[Any]
     value: list[Any]
     malformed: list[tuple[int, str]] = field(default_factory=list)  # items that are not readings at all
+
+    @classmethod
+    def concat(cls, parts: list[Columns]) -> Columns:
+        """Several messages' columns as one batch (their item indices are already distinct)."""
+        if len(parts) == 1:
+            return parts[0]
+        out = cls(np.concatenate([p.item for p in parts]) if parts else np.empty(0, dtype=np.int64), [], [], [], [])
+        for p in parts:
+            out.device += p.device
+            out.quantity += p.quantity
+            out.time += p.time
+            out.value += p.value
+            out.malformed += p.malformed
+        return out
 
 
 def flatten(items: list[Any], offset: int = 0) -> Columns:

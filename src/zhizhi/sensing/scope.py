@@ -206,10 +206,9 @@ class ScopedSensing:
         return self.s.ingest(items, now=now, admit=None if self.scope.unlimited else self.device_mask)
 
     def ingest_body(self, body: bytes, content_type: str = "", content_encoding: str = "") -> IngestReport:
-        from zhizhi.sensing import ingest as ing
-
         require(self.principal, "ingest_observations")
-        return self.ingest(ing.decode_body(body, content_type, content_encoding))
+        return self.s.ingest_body(body, content_type, content_encoding,
+                                  admit=None if self.scope.unlimited else self.device_mask)
 
     def datastream_ids(self) -> Select[Any]:
         """SELECT of the ids of the datastreams in scope."""

@@ -110,7 +110,7 @@ def _wire_sensing(zz: Zhizhi) -> None:
     zz.sensing = SensingService(zz.engine, zz.sessions, load_sensing_catalogue(zz.settings.sensing_file), zz.ctx,
                                 zz.bus, retention_days=zz.settings.sensing_retention_days)
     zz.bus.batch_handlers[AlarmRaised] = zz.sensing.open_cases
-    zz.bus.event_handlers.setdefault(AlarmCleared, []).append(zz.sensing.note_cleared)
+    zz.bus.batch_handlers[AlarmCleared] = zz.sensing.note_cleared_many
 
 
 def load_gazetteer(engine: Engine, cache_dir: Path | None = None) -> Gazetteer:
