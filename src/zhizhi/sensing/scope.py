@@ -72,12 +72,30 @@ def _not_found(code: str) -> NotFound:
 
 
 class ScopedSensing:
-    """The sensing service as one principal may use it: every read filtered, every act checked."""
+    """The sensing service as one principal may use it: every read filtered, every act checked and audited.
+
+    Every change a person or an integration makes here (devices registered, changed, moved or retired; alarms
+    acknowledged or cleared by hand; batches of readings posted) is written to the hash-chained audit log with
+    the caller's name, role and address. The audit row is written right after the change commits, in its own
+    transaction: the sensing store keeps its own short transactions for speed, so a crash in between could lose
+    the audit row of a committed change (never the change). Readings are audited per request, not per reading.
+    """
 
     def __init__(self, sensing: SensingService, principal: Principal) -> None:
         self.s = sensing
         self.principal = principal
         self.scope = sensing_scope_of(principal)
+
+    def _audit(self, entries: list[tuple[str, str, dict[str, Any] | None]]) -> None:
+        """Record acts of this caller in the audit log (数据铁笼)."""
+        if not entries:
+            return
+        from zhizhi.adapters import audit_log
+
+        with self.s.sessions() as sess:
+            audit_log.append_many(sess, [audit_log.Entry(self.principal, a, t, d) for a, t, d in entries],
+                                  at=self.s.ctx.clock.now())
+            sess.commit()
 
     # ------------------------------------------------------------------ devices
     def device_mask(self) -> np.ndarray | None:
@@ -158,7 +176,10 @@ class ScopedSensing:
         admit: Callable[[list[Device]], list[DomainError | None]] | None = None
         if not self.scope.unlimited:
             admit = self._admit_new
-        return self.s.register(devices, admit=admit)
+        out = self.s.register(devices, admit=admit)
+        self._audit([("device.register", f"device:{d.code}", {"place": d.place_code, "type": d.type})
+                     for d in out if isinstance(d, Device)])
+        return out
 
     def _admit_new(self, devices: list[Device]) -> list[DomainError | None]:
         """For devices already located: None for each one the caller may register, else the reason."""
@@ -191,24 +212,37 @@ class ScopedSensing:
             raise ValidationFailed("经度和纬度须同时给出 / give lon and lat together", field="lon")
         if lon is not None and lat is not None:
             self.s.move_device(code, lon, lat, admit=None if self.scope.unlimited else self._admit_new)
-        return self.s.update_device(code, **changes)
+        device = self.s.update_device(code, **changes)
+        fields = sorted(k for k, v in changes.items() if v is not None) + (["lon", "lat"] if lon is not None else [])
+        self._audit([("device.update", f"device:{code}", {"fields": fields, "place": device.place_code})])
+        return device
 
     def retire_device(self, code: str) -> Device:
         self._visible(code)
         require(self.principal, "manage_devices")
         self.s.delete_device(code)
+        self._audit([("device.retire", f"device:{code}", None)])
         return self.s.device(code)
 
     # ------------------------------------------------------------------ readings
     def ingest(self, items: list[Any], now: datetime | None = None) -> IngestReport:
         """Readings for devices outside the scope are refused one by one as unknown devices; the rest are kept."""
         require(self.principal, "ingest_observations")
-        return self.s.ingest(items, now=now, admit=None if self.scope.unlimited else self.device_mask)
+        report = self.s.ingest(items, now=now, admit=None if self.scope.unlimited else self.device_mask)
+        self._audit_readings(report)
+        return report
 
     def ingest_body(self, body: bytes, content_type: str = "", content_encoding: str = "") -> IngestReport:
         require(self.principal, "ingest_observations")
-        return self.s.ingest_body(body, content_type, content_encoding,
-                                  admit=None if self.scope.unlimited else self.device_mask)
+        report = self.s.ingest_body(body, content_type, content_encoding,
+                                    admit=None if self.scope.unlimited else self.device_mask)
+        self._audit_readings(report)
+        return report
+
+    def _audit_readings(self, report: IngestReport) -> None:
+        if report.accepted:
+            self._audit([("observations.ingest", "observations",
+                          {"received": report.received, "accepted": report.accepted})])
 
     def datastream_ids(self) -> Select[Any]:
         """SELECT of the ids of the datastreams in scope."""
@@ -257,9 +291,13 @@ class ScopedSensing:
     def acknowledge(self, alarm_id: int, note: str = "") -> Alarm:
         self._visible_alarm(alarm_id)
         require(self.principal, "acknowledge_alarms")
-        return self.s.acknowledge(alarm_id, self.principal.username, note)
+        alarm = self.s.acknowledge(alarm_id, self.principal.username, note)
+        self._audit([("alarm.acknowledge", f"alarm:{alarm_id}", None)])
+        return alarm
 
     def clear(self, alarm_id: int, note: str = "") -> Alarm:
         self._visible_alarm(alarm_id)
         require(self.principal, "acknowledge_alarms")
-        return self.s.clear(alarm_id, self.principal.username, note)
+        alarm = self.s.clear(alarm_id, self.principal.username, note)
+        self._audit([("alarm.clear", f"alarm:{alarm_id}", None)])
+        return alarm
