@@ -56,7 +56,7 @@ def create_app(zz: Zhizhi, *, background_jobs: bool = False) -> FastAPI:
     """Build the API over a wired application; `background_jobs` runs the overdue job and outbox worker."""
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(this: FastAPI) -> AsyncIterator[None]:
         tasks = []
         if background_jobs:
             tasks.append(asyncio.create_task(_every(zz.settings.overdue_interval_s,
@@ -67,6 +67,9 @@ def create_app(zz: Zhizhi, *, background_jobs: bool = False) -> FastAPI:
         yield
         for t in tasks:
             t.cancel()
+        live = getattr(this.state, "live", None)
+        if live is not None:  # the live hub's thread reads the store: stop it before the store goes away
+            live.close()
 
     app = FastAPI(
         title="zhizhi 整体智治",

@@ -157,6 +157,7 @@ class LiveHub:
 
     # -- the hub thread
     def _run(self) -> None:
+        failures = 0
         while not self._stop.is_set():
             with self._lock:
                 if not self._watched():  # nobody is watching: stop reading until a screen connects
@@ -170,9 +171,12 @@ class LiveHub:
                 continue
             try:
                 messages = self._messages(*feed.read())
+                failures = 0
             except Exception:
-                log.exception("live hub could not read the feed")
-                self._stop.wait(self.poll_s)
+                failures += 1
+                if failures == 1:  # once per outage, not four times a second
+                    log.exception("live hub could not read the feed; retrying")
+                self._stop.wait(min(30.0, self.poll_s * 2 ** failures))
                 continue
             for kind, data in messages:
                 self._broadcast(kind, data)
