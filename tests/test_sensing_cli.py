@@ -37,6 +37,29 @@ def test_simulate_checks_every_incident_became_an_alarm_and_a_case(env: Path) ->
     assert r.exit_code == 0 and "alarms (cleared)" in r.output
 
 
+def test_simulate_over_http_posts_with_an_integrators_key(env: Path) -> None:
+    """`--via http` goes through the API like any integration: it needs a key, and the API scopes its readings."""
+    from http_kit import serving
+
+    from zhizhi.api.app import create_app
+    from zhizhi.config import Settings
+    from zhizhi.service import accounts
+    from zhizhi.service.bootstrap import bootstrap
+
+    r = runner.invoke(app, ["sensing", "simulate", "--devices", "6", "--minutes", "5", "--via", "http"])
+    assert r.exit_code == 2 and "--api-key" in r.output
+    zz = bootstrap(Settings())
+    accounts.create_user(zz, "sim-gateway", "Gateway-pass-2026!", ("integrator",), ("500000",))
+    key = accounts.create_api_key(zz, "sim-gateway", "simulator")
+    with serving(create_app(zz)) as (base, _):
+        r = runner.invoke(app, ["sensing", "simulate", "--devices", "18", "--minutes", "130", "--incidents", "1",
+                                "--via", "http", "--url", base, "--api-key", key, "--batch", "2000",
+                                "--check", "0.5"])
+    zz.engine.dispose()
+    assert r.exit_code == 0, r.output
+    assert "incidents → alarm and case: 6/6" in r.output
+
+
 def test_consume_owns_the_partitions_it_is_given_and_refuses_a_bad_list(env: Path) -> None:
     r = runner.invoke(app, ["sensing", "consume", "--partitions", "9-20", "--of", "16"])
     assert r.exit_code == 2 and "partition out of range" in r.output

@@ -89,7 +89,7 @@ def demo(
     """Create the SQLite database, load Chongqing, replay a day of cases, and serve the API."""
     import time
 
-    from zhizhi.demo import ensure_demo_city, replay_day
+    from zhizhi.demo import ensure_demo_city, replay_day, simulate_sensing
 
     logging.basicConfig(level=logging.WARNING)
     t0 = time.perf_counter()
@@ -106,6 +106,10 @@ def demo(
         table.add_row(state, str(n))
     console.print(table)
     console.print(f"    new this run: {stats.reported} ({time.perf_counter() - t0:.1f} s in all)")
+    console.print("    perception: simulated devices of the six scenes, the last two hours with injected incidents …")
+    sensed = simulate_sensing(zz)
+    console.print(f"    {sensed.devices} devices, {sensed.readings} new readings, {sensed.incidents} incidents → "
+                  f"{sensed.alarms} alarms, {sensed.cases} of them with a case")
     _demo_accounts(zz)
     if serve_api:
         import uvicorn

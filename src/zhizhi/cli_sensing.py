@@ -110,6 +110,8 @@ def simulate(
     incidents: Annotated[int, typer.Option(help="incidents injected per scene")] = 2,
     via: Annotated[str, typer.Option(help="mqtt | http | direct")] = "mqtt",
     url: Annotated[str, typer.Option(help="API base for --via http")] = "http://127.0.0.1:8000",
+    api_key: Annotated[str, typer.Option(envvar="ZHIZHI_API_KEY",
+                                         help="with --via http: an integrator's API key (zhizhi keys create)")] = "",
     batch: Annotated[int, typer.Option(help="readings items per message / request")] = 1000,
     partitions: Annotated[int, typer.Option(help="with --via mqtt: split each batch by device partition and send "
                                                   "it to zhizhi/v1/part/{n} (0 = one batch topic)")] = 0,
@@ -126,8 +128,19 @@ def simulate(
 
     zz = _boot()
     devs = make_devices_in_city(zz.gazetteer, devices, seed=seed)
+    if via == "http" and not api_key:
+        raise typer.BadParameter("--via http needs --api-key (or ZHIZHI_API_KEY): the API refuses anonymous "
+                                 "readings", param_hint="--api-key")
     missing = [d for d in devs if d.code not in zz.sensing.index]
-    if missing:
+    if missing and via == "http":  # an integration registers its devices through the API, as it posts readings
+        import httpx
+
+        for i in range(0, len(missing), 1000):
+            body = [{"code": d.code, "type": d.type, "scene": d.scene, "lon": d.lon, "lat": d.lat}
+                    for d in missing[i:i + 1000]]
+            httpx.post(f"{url}/api/v1/devices", json=body, headers={"X-API-Key": api_key},
+                       timeout=60).raise_for_status()
+    elif missing:
         zz.sensing.register(missing)
     sim = Simulator(devs, seed=seed)
     injected = sim.inject(incidents, start_minute=max(minutes - 128, 1))
@@ -156,7 +169,7 @@ def simulate(
     elif via == "http":
         import httpx
 
-        http = httpx.Client(base_url=url, timeout=60)
+        http = httpx.Client(base_url=url, timeout=60, headers={"X-API-Key": api_key})
 
         def publish(items: list[Any]) -> None:
             http.post("/api/v1/observations", content=orjson.dumps(items),
