@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select, true
 
+from zhizhi.adapters import audit_log
 from zhizhi.adapters.orm import CaseRow, PlaceRow
 from zhizhi.adapters.orm_sensing import AlarmRow, DatastreamRow, DeviceRow, ObservationRow
 from zhizhi.adapters.repository import scope_clause
@@ -90,8 +91,6 @@ class ScopedSensing:
         """Record acts of this caller in the audit log (数据铁笼)."""
         if not entries:
             return
-        from zhizhi.adapters import audit_log
-
         with self.s.sessions() as sess:
             audit_log.append_many(sess, [audit_log.Entry(self.principal, a, t, d) for a, t, d in entries],
                                   at=self.s.ctx.clock.now())
