@@ -16,6 +16,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pytest
 from sqlalchemy import BigInteger, Float, Integer, MetaData, String, Table, Text, insert, inspect
 from sqlalchemy import Column as Col
@@ -310,7 +311,8 @@ def _sensing_rows(app: Any) -> None:
     G3 gauge 江北, retired (not a device any more, its reading still counts): 50
     M1 methane detector 江北, online: 30 and 10 in November, 40 in October (another period); one alarm
     """
-    from zhizhi.adapters.orm_sensing import AlarmRow, DatastreamRow, DeviceRow, ObservationRow
+    from zhizhi.adapters.observations_store import ObservationStore
+    from zhizhi.adapters.orm_sensing import AlarmRow, DatastreamRow, DeviceRow
 
     devices = [  # code, type, scene, grid, department, status, last seen (h after T0), {quantity: [(h, value)]}
         ("G1", "water_gauge", "waterlogging", "500105002001001", "water", "active", 5.5,
@@ -322,6 +324,7 @@ def _sensing_rows(app: Any) -> None:
         ("M1", "methane_detector", "septic_tank", "500105002001001", "water", "active", 5.9,
          {"methane": [(1, 30.0), (2, 10.0), (-24 * 30, 40.0)], "temperature": [(1, 20.0)]}),
     ]
+    readings_in: list[tuple[int, int, float]] = []
     with app.sessions() as s:
         for code, typ, scene, grid, dep, status, seen, streams in devices:
             d = DeviceRow(code=code, name=code, type=typ, model="", scene=scene, place_code=grid,
@@ -337,12 +340,14 @@ def _sensing_rows(app: Any) -> None:
                 s.flush()
                 for h, v in readings:
                     t = int((T0 + timedelta(hours=h)).timestamp() * 1000)
-                    s.add(ObservationRow(datastream_id=ds.id, phenomenon_time=t, result=v))
+                    readings_in.append((ds.id, t, v))
             if code == "M1":
                 s.add(AlarmRow(device_id=d.id, device_code=code, rule_code="methane_high", scene=scene,
                                severity="major", state="raised", raised_at=T0 + timedelta(hours=1),
                                grid_code=grid, count=1, message=""))
         s.commit()
+    a = np.array(readings_in, dtype=np.float64)
+    ObservationStore(app.engine).insert(a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), a[:, 2])
 
 
 def test_observation_indicators_from_devices_and_readings(app: Any, loop_story: dict[str, int],

@@ -1,158 +1,387 @@
-"""Bulk storage of observations: one transaction per batch, multi-row INSERTs on SQLite, binary COPY on PostgreSQL.
+"""Storage of observations as a small time-series engine on SQLite or PostgreSQL: a log, then blocks.
 
-The table's primary key is the (datastream, time) index, so the batch is written
-into a single B-tree and a repeated reading is a key conflict. The batch is written in
-key order (the service sorts it; `insert` sorts when asked), so consecutive rows land on
-the same or the next B-tree page. On SQLite the rows go as INSERTs of `SQLITE_ROWS` rows
-each — one statement step per 500 rows instead of one per row, which is what
-`executemany` costs — with one flat parameter list built by slice assignment. On PostgreSQL the
-batch is encoded as COPY BINARY with numpy in one buffer (no Python object per
-row); if a racing writer stored one of the same readings the COPY fails as a whole
-and the batch is written again with ON CONFLICT DO NOTHING, so nothing
-acknowledged is lost and nothing is stored twice.
+Why not one row per reading: a city's sensing is hundreds of thousands of readings a second, and
+a B-tree entry per reading costs about a microsecond of the database's CPU — half of what a whole
+reading may cost. So storage has two tables, as column stores do (a write-ahead log of parts, then
+parts merged into sorted granules under a sparse primary index, as in ClickHouse's MergeTree):
+
+- `sensing_observation_log`: every accepted batch is **one row** (its datastreams, times and values
+  as three little-endian arrays), committed before the batch is acknowledged. Appending it is one
+  write whatever the batch size, so an acknowledged reading is durable at once.
+- `sensing_observation_blocks`: compaction sorts the log by (datastream, time) and cuts it into
+  blocks of the readings of one **stream group** (`GROUP_BITS`: datastream id >> 6, so 64 datastreams),
+  at most `BLOCK_MAX` readings each. The primary key (stream group, start time, seq) and the index on the
+  end time are the sparse (datastream, time) index: a series is found by its group and time range,
+  then read out of a few blocks with numpy. One block row stands for hundreds of readings, so the
+  index costs the database a few hundred bytes per compaction and group, not a B-tree entry per reading.
+
+Compaction runs when the log holds `COMPACT_AT` readings (`SensingService` starts it in a background
+thread after the batch that crossed the mark) and in the periodic job; it is one transaction (blocks
+in, log rows out), so a crash leaves either the log rows or their blocks, never neither. Two
+compactors never take the same log rows: SQLite's write lock is taken before reading them
+(`BEGIN IMMEDIATE`), PostgreSQL locks them (`FOR UPDATE SKIP LOCKED`). Readers read both tables, so a
+reading is visible as soon as it is acknowledged. If two writers ever stored the same reading (a race
+that the ingest's partitions prevent), readers keep one.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine
 
-#: Rows per SQLite INSERT statement (3 parameters each, well under SQLite's 32,766-parameter limit).
-SQLITE_ROWS = 500
-_SQLITE_INSERT = ("INSERT INTO sensing_observations (datastream_id, phenomenon_time, result) VALUES {} "
-                  "ON CONFLICT DO NOTHING")
+#: Readings in the log that start a compaction.
+COMPACT_AT = 1_000_000
+#: Most readings in one block.
+BLOCK_MAX = 8192
+#: A block holds datastreams whose ids agree but for the low GROUP_BITS bits. Part of the stored
+#: format: changing it needs a migration that rewrites the blocks.
+GROUP_BITS = 6
+#: Rows per SQLite INSERT of blocks (8 parameters each, under SQLite's 32,766-parameter limit).
+SQLITE_ROWS = 400
+
+_I8 = np.dtype("<i8")
+_F8 = np.dtype("<f8")
+_BLOCK_COLS = "(stream_group, start_time, seq, end_time, n, datastreams, times, results)"
 _PG_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
-_PG_ROW = np.dtype([("n", ">i2"), ("l1", ">i4"), ("ds", ">i8"), ("l2", ">i4"), ("t", ">i8"),
-                    ("l3", ">i4"), ("v", ">f8")])
+_EMPTY = (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64))
 
 
-def pg_copy_buffer(ds: np.ndarray, t: np.ndarray, v: np.ndarray) -> bytes:
-    rows = np.empty(ds.size, dtype=_PG_ROW)
-    rows["n"] = 3
-    rows["l1"] = 8
-    rows["ds"] = ds
-    rows["l2"] = 8
-    rows["t"] = t
-    rows["l3"] = 8
-    rows["v"] = v
-    return _PG_HEADER + rows.tobytes() + b"\xff\xff"
+def _arrays(ds: Any, t: Any, v: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (np.frombuffer(ds, dtype=_I8), np.frombuffer(t, dtype=_I8), np.frombuffer(v, dtype=_F8))
+
+
+def _joined(rows: Sequence[Sequence[Any]], at: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The three arrays of many rows, whose blobs sit at columns at, at+1, at+2, joined once."""
+    if not rows:
+        return _EMPTY
+    return _arrays(b"".join(r[at] for r in rows), b"".join(r[at + 1] for r in rows),
+                   b"".join(r[at + 2] for r in rows))
+
+
+def sort_unique(ds: np.ndarray, t: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted by (datastream, time); of two readings with the same key the first one given is kept."""
+    order = np.lexsort((t, ds))
+    ds, t, v = ds[order], t[order], v[order]
+    if ds.size > 1:
+        keep = np.ones(ds.size, dtype=np.bool_)
+        keep[1:] = (ds[1:] != ds[:-1]) | (t[1:] != t[:-1])
+        if not keep.all():
+            ds, t, v = ds[keep], t[keep], v[keep]
+    return ds, t, v
+
+
+def block_rows(ds: np.ndarray, t: np.ndarray, v: np.ndarray, seq0: int) -> list[tuple[Any, ...]]:
+    """Readings sorted by (datastream, time) cut into block rows:
+    (stream group, start, seq, end, n, datastreams, times, results); block k gets seq0 + k."""
+    n = int(ds.size)
+    if n == 0:
+        return []
+    group = ds >> GROUP_BITS
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    ends = np.r_[starts[1:], n]
+    long = np.flatnonzero(ends - starts > BLOCK_MAX)
+    if long.size:  # cut big groups into blocks of BLOCK_MAX
+        cuts = [np.arange(starts[i], ends[i], BLOCK_MAX) for i in long.tolist()]
+        starts = np.unique(np.concatenate([starts, *cuts]))
+        ends = np.r_[starts[1:], n]
+    lo = np.minimum.reduceat(t, starts)
+    hi = np.maximum.reduceat(t, starts)
+    db = ds.astype(_I8, copy=False).tobytes()
+    tb = t.astype(_I8, copy=False).tobytes()
+    vb = v.astype(_F8, copy=False).tobytes()
+    s_l, e_l = (starts * 8).tolist(), (ends * 8).tolist()
+    spans = list(zip(s_l, e_l, strict=True))
+    return list(zip(group[starts].tolist(), lo.tolist(), range(seq0, seq0 + len(s_l)), hi.tolist(),
+                    (ends - starts).tolist(), [db[a:b] for a, b in spans], [tb[a:b] for a, b in spans],
+                    [vb[a:b] for a, b in spans], strict=True))
+
+
+def _pg_blocks_copy(rows: Sequence[tuple[Any, ...]]) -> bytes:
+    """COPY BINARY of block rows (int8, int8, int8, int8, int4, bytea, bytea, bytea)."""
+    import struct
+
+    head = struct.Struct(">hiqiqiqiqiii")
+    parts = [_PG_HEADER]
+    for grp, start, seq, end, n, dsb, tb, vb in rows:
+        parts.append(head.pack(8, 8, grp, 8, start, 8, seq, 8, end, 4, n, len(dsb)))
+        parts.append(dsb)
+        parts.append(len(tb).to_bytes(4, "big"))
+        parts.append(tb)
+        parts.append(len(vb).to_bytes(4, "big"))
+        parts.append(vb)
+    parts.append(b"\xff\xff")
+    return b"".join(parts)
 
 
 class ObservationStore:
-    """Writes and reads `sensing_observations` beneath the ORM, for speed."""
+    """Writes and reads observations beneath the ORM, for speed (see the module's docstring)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self.ph = "%s" if self.dialect == "postgresql" else "?"
+        #: Readings this process appended to the log since its last compaction (a hint, not a count).
+        self.pending = 0
+        self._compacting = threading.Lock()
 
+    # ------------------------------------------------------------------ writing
     def insert(self, ds: np.ndarray, t: np.ndarray, v: np.ndarray, presorted: bool = False) -> None:
-        """Store a batch durably (committed when this returns): all of it, or — on an error — none of it.
+        """Store a batch durably (committed when this returns) as one log row: all of it, or none of it.
 
-        `presorted`: the caller guarantees (datastream, time) order; otherwise the batch is sorted here.
+        `presorted` is accepted for callers that sorted already; the log keeps the order it is given
+        and compaction sorts.
         """
         if ds.size == 0:
             return
-        if not presorted:
-            order = np.lexsort((t, ds))
-            ds, t, v = ds[order], t[order], v[order]
+        row = (int(ds.size), int(t.min()), int(t.max()), ds.astype(_I8, copy=False).tobytes(),
+               t.astype(_I8, copy=False).tobytes(), v.astype(_F8, copy=False).tobytes())
+        sql = (f"INSERT INTO sensing_observation_log (n, min_time, max_time, datastreams, times, results) "
+               f"VALUES ({', '.join([self.ph] * 6)})")
         raw = self.engine.raw_connection()
         try:
+            cur = raw.cursor()
+            cur.execute(sql, row)
+            raw.commit()
+        except Exception:
+            raw.rollback()
+            raise
+        finally:
+            raw.close()
+        self.pending += int(ds.size)
+
+    def compact(self, max_readings: int | None = None) -> int:
+        """Move log rows into blocks, oldest first: all of them, or (with `max_readings`) one compaction of
+        at least one row and up to that many readings. Returns the readings moved. A compaction already
+        running in this process is not waited for (0 is returned)."""
+        if not self._compacting.acquire(blocking=False):
+            return 0
+        try:
+            moved = 0
+            while True:
+                n = self._compact_once(max_readings or COMPACT_AT * 4)
+                moved += n
+                if n == 0 or max_readings is not None:
+                    break
+            self.pending = 0
+            return moved
+        finally:
+            self._compacting.release()
+
+    def _compact_once(self, limit: int) -> int:
+        raw = self.engine.raw_connection()
+        try:
+            cur = raw.cursor()
             if self.dialect == "postgresql":
-                self._pg_insert(raw, ds, t, v)
+                cur.execute("SELECT id, n FROM sensing_observation_log ORDER BY id LIMIT 1024 "
+                            "FOR UPDATE SKIP LOCKED")
             else:
-                self._sqlite_insert(raw, ds, t, v)
+                cur.execute("BEGIN IMMEDIATE")
+                cur.execute("SELECT id, n FROM sensing_observation_log ORDER BY id LIMIT 1024")
+            ids: list[int] = []
+            total = 0
+            for rid, n in cur.fetchall():
+                if total >= limit:
+                    break
+                ids.append(int(rid))
+                total += int(n)
+            if not ids:
+                raw.rollback()
+                return 0
+            id_list = ", ".join(map(str, ids))
+            cur.execute(f"SELECT datastreams, times, results FROM sensing_observation_log "
+                        f"WHERE id IN ({id_list}) ORDER BY id")
+            ds, t, v = sort_unique(*_joined(cur.fetchall(), 0))
+            # seq: unique per block for ever — the first log row's id, then the block's place in this compaction
+            rows = block_rows(ds, t, v, seq0=ids[0] << 24)
+            if self.dialect == "postgresql":
+                with cur.copy(f"COPY sensing_observation_blocks {_BLOCK_COLS} FROM STDIN (FORMAT BINARY)") as cp:
+                    cp.write(_pg_blocks_copy(rows))
+            else:
+                self._sqlite_blocks(cur, rows)
+            cur.execute(f"DELETE FROM sensing_observation_log WHERE id IN ({id_list})")
+            raw.commit()
+            return total
         except Exception:
             raw.rollback()
             raise
         finally:
             raw.close()
 
-    @staticmethod
-    def _sqlite_insert(raw: Any, ds: np.ndarray, t: np.ndarray, v: np.ndarray) -> None:
-        cur = raw.cursor()
-        # A larger page cache for this connection: a batch touches many datastreams' pages.
-        cur.execute("PRAGMA cache_size=-131072")
-        n = int(ds.size)
-        flat: list[Any] = [None] * (3 * n)
-        flat[0::3] = ds.tolist()
-        flat[1::3] = t.tolist()
-        flat[2::3] = v.tolist()
-        full = n - n % SQLITE_ROWS
-        if full:
-            sql = _SQLITE_INSERT.format(", ".join(["(?, ?, ?)"] * SQLITE_ROWS))
-            step = 3 * SQLITE_ROWS
-            for i in range(0, 3 * full, step):
-                cur.execute(sql, flat[i:i + step])
-        if full < n:
-            cur.execute(_SQLITE_INSERT.format(", ".join(["(?, ?, ?)"] * (n - full))), flat[3 * full:])
-        raw.commit()
+    def _sqlite_blocks(self, cur: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        one = f"({', '.join([self.ph] * 8)})"
+        for i in range(0, len(rows), SQLITE_ROWS):
+            chunk = rows[i:i + SQLITE_ROWS]
+            cur.execute(f"INSERT INTO sensing_observation_blocks {_BLOCK_COLS} VALUES "
+                        f"{', '.join([one] * len(chunk))}", [x for r in chunk for x in r])
 
-    def _pg_insert(self, raw: Any, ds: np.ndarray, t: np.ndarray, v: np.ndarray) -> None:
-        import psycopg
+    # ------------------------------------------------------------------ reading
+    def _where(self, groups: Sequence[int] | None, lo: int | None, hi: int | None,
+               t_lo: str, t_hi: str, grp: str | None) -> tuple[str, list[int]]:
+        cond: list[str] = []
+        args: list[int] = []
+        if grp is not None and groups is not None:
+            cond.append(f"{grp} IN ({', '.join([self.ph] * len(groups))})")
+            args.extend(groups)
+        if lo is not None:
+            cond.append(f"{t_hi} >= {self.ph}")
+            args.append(int(lo))
+        if hi is not None:
+            cond.append(f"{t_lo} <= {self.ph}")
+            args.append(int(hi))
+        return (" WHERE " + " AND ".join(cond)) if cond else "", args
 
-        conn = raw.driver_connection
-        buf = pg_copy_buffer(ds, t, v)
-        try:
-            with conn.cursor() as cur, cur.copy("COPY sensing_observations (datastream_id, phenomenon_time, "
-                                                "result) FROM STDIN (FORMAT BINARY)") as cp:
-                cp.write(buf)
-            conn.commit()
-        except psycopg.errors.UniqueViolation:
-            conn.rollback()
-            with conn.cursor() as cur:
-                cur.execute("CREATE TEMP TABLE IF NOT EXISTS obs_in (datastream_id int8, phenomenon_time int8, "
-                            "result float8) ON COMMIT DELETE ROWS")
-                with cur.copy("COPY obs_in FROM STDIN (FORMAT BINARY)") as cp:
-                    cp.write(buf)
-                cur.execute("INSERT INTO sensing_observations SELECT * FROM obs_in ON CONFLICT DO NOTHING")
-            conn.commit()
+    def _gather(self, ds_ids: Iterable[int] | None, lo: int | None, hi: int | None,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every stored reading of these datastreams (None: all) with lo ≤ time ≤ hi, sorted by
+        (datastream, time), one per key."""
+        wanted = None if ds_ids is None else np.unique(np.fromiter((int(x) for x in ds_ids), dtype=np.int64))
+        if wanted is not None and wanted.size == 0:
+            return _EMPTY
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        with self.engine.connect() as conn:
+            groups = None if wanted is None else np.unique(wanted >> GROUP_BITS).tolist()
+            chunks: list[list[int] | None] = [None] if groups is None else [
+                groups[i:i + 500] for i in range(0, len(groups), 500)]
+            for chunk in chunks:
+                where, args = self._where(chunk, lo, hi, "start_time", "end_time", "stream_group")
+                rows = conn.exec_driver_sql("SELECT datastreams, times, results FROM sensing_observation_blocks"
+                                            + where, tuple(args)).fetchall()
+                parts.append(_joined(rows, 0))
+            where, args = self._where(None, lo, hi, "min_time", "max_time", None)
+            rows = conn.exec_driver_sql("SELECT datastreams, times, results FROM sensing_observation_log"
+                                        + where + " ORDER BY id", tuple(args)).fetchall()
+            parts.append(_joined(rows, 0))
+        ds = np.concatenate([p[0] for p in parts])
+        t = np.concatenate([p[1] for p in parts])
+        v = np.concatenate([p[2] for p in parts])
+        m = np.ones(ds.size, dtype=np.bool_) if wanted is None else np.isin(ds, wanted)
+        if lo is not None:
+            m &= t >= lo
+        if hi is not None:
+            m &= t <= hi
+        return sort_unique(ds[m], t[m], v[m])
+
+    def readings(self, since_ms: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All readings with time ≥ since_ms (all of them when None) as (datastream, time, value) arrays,
+        sorted by (datastream, time): what the indicators copy forward."""
+        return self._gather(None, since_ms, None)
 
     def existing(self, ds: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """Which (datastream, time) pairs are stored already (checked only for readings not newer
-        than the latest value held, so the common, in-order stream never pays for it)."""
-        found = np.zeros(ds.size, dtype=np.bool_)
+        """Which (datastream, time) pairs are stored already (asked only for readings not newer than the
+        latest value held, so the common, in-order stream never pays for it)."""
         if ds.size == 0:
-            return found
-        stored: set[tuple[int, int]] = set()
-        pairs = list(zip(ds.tolist(), t.tolist(), strict=True))
-        with self.engine.connect() as conn:
-            for i in range(0, len(pairs), 400):
-                chunk = pairs[i:i + 400]
-                ph = "?" if self.dialect == "sqlite" else "%s"
-                values = ", ".join(f"({ph}, {ph})" for _ in chunk)
-                sql = (f"SELECT datastream_id, phenomenon_time FROM sensing_observations "
-                       f"WHERE (datastream_id, phenomenon_time) IN (VALUES {values})")
-                flat = tuple(x for p in chunk for x in p)
-                stored.update((int(a), int(b)) for a, b in conn.exec_driver_sql(sql, flat).fetchall())
-        for i, p in enumerate(pairs):
-            found[i] = p in stored
-        return found
-
-    def purge_before(self, cutoff_ms: int) -> int:
-        """The retention policy: delete observations older than the cutoff."""
-        with self.engine.begin() as conn:
-            ph = "?" if self.dialect == "sqlite" else "%s"
-            result = conn.exec_driver_sql(f"DELETE FROM sensing_observations WHERE phenomenon_time < {ph}",
-                                          (int(cutoff_ms),))
-            return int(result.rowcount or 0)
+            return np.zeros(0, dtype=np.bool_)
+        sd, st, _ = self._gather(np.unique(ds).tolist(), int(t.min()), int(t.max()))
+        # Each (datastream, time) pair as one complex number (both parts are exact in float64: ids and epoch
+        # milliseconds are far below 2^53), so membership is one vectorised, sort-based test.
+        return np.isin(ds.astype(np.float64) + 1j * t.astype(np.float64),
+                       sd.astype(np.float64) + 1j * st.astype(np.float64))
 
     def series(self, datastream_id: int, start_ms: int | None = None, end_ms: int | None = None,
                limit: int = 1000, newest_first: bool = True) -> list[tuple[int, float]]:
-        ph = "?" if self.dialect == "sqlite" else "%s"
-        sql = f"SELECT phenomenon_time, result FROM sensing_observations WHERE datastream_id = {ph}"
-        args: list[int] = [int(datastream_id)]
-        if start_ms is not None:
-            sql += f" AND phenomenon_time >= {ph}"
-            args.append(int(start_ms))
-        if end_ms is not None:
-            sql += f" AND phenomenon_time <= {ph}"
-            args.append(int(end_ms))
-        sql += f" ORDER BY phenomenon_time {'DESC' if newest_first else 'ASC'} LIMIT {int(limit)}"
+        _, t, v = self._gather([int(datastream_id)], start_ms, end_ms)
+        if newest_first:
+            t, v = t[::-1], v[::-1]
+        k = max(int(limit), 0)
+        return list(zip(t[:k].tolist(), v[:k].tolist(), strict=True))
+
+    def recent(self, limit: int, datastreams: Iterable[int] | None = None) -> list[tuple[int, int, float]]:
+        """The newest `limit` readings (of these datastreams, or of all): (datastream, time, value), newest
+        first. Blocks are read newest end time first until no older block can hold a newer reading."""
+        k = max(int(limit), 0)
+        wanted = None if datastreams is None else np.unique(np.fromiter((int(x) for x in datastreams),
+                                                                        dtype=np.int64))
+        if k == 0 or (wanted is not None and wanted.size == 0):
+            return []
+        groups = None if wanted is None else np.unique(wanted >> GROUP_BITS).tolist()
+        if groups is not None and len(groups) > 500:
+            groups = None  # read all blocks; the datastream filter below still applies
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+        def take(arrays: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+            d, t, v = arrays
+            if wanted is not None:
+                m = np.isin(d, wanted)
+                d, t, v = d[m], t[m], v[m]
+            parts.append((d, t, v))
+
         with self.engine.connect() as conn:
-            return [(int(a), float(b)) for a, b in conn.exec_driver_sql(sql, tuple(args)).fetchall()]
+            take(_joined(conn.exec_driver_sql("SELECT datastreams, times, results FROM sensing_observation_log"
+                                              ).fetchall(), 0))
+            offset, page = 0, 64
+            where, args = self._where(groups, None, None, "start_time", "end_time", "stream_group")
+            while True:
+                rows = conn.exec_driver_sql(
+                    f"SELECT end_time, datastreams, times, results FROM sensing_observation_blocks{where} "
+                    f"ORDER BY end_time DESC LIMIT {page} OFFSET {offset}", tuple(args)).fetchall()
+                take(_joined(rows, 1))
+                offset += page
+                have = np.concatenate([p[1] for p in parts])
+                # every unread block ends no later than the last one read
+                if len(rows) < page or (have.size >= k and np.partition(have, have.size - k)[have.size - k]
+                                        > int(rows[-1][0])):
+                    break
+                page = min(page * 4, 4096)
+        ds, t, v = sort_unique(*(np.concatenate([p[i] for p in parts]) for i in range(3)))
+        order = np.lexsort((-ds, -t))[:k]
+        return list(zip(ds[order].tolist(), t[order].tolist(), v[order].tolist(), strict=True))
 
     def count(self) -> int:
         with self.engine.connect() as conn:
-            return int(conn.exec_driver_sql("SELECT count(*) FROM sensing_observations").scalar() or 0)
+            a = conn.exec_driver_sql("SELECT coalesce(sum(n), 0) FROM sensing_observation_blocks").scalar()
+            b = conn.exec_driver_sql("SELECT coalesce(sum(n), 0) FROM sensing_observation_log").scalar()
+        return int(a or 0) + int(b or 0)
+
+    # ------------------------------------------------------------------ changing what is stored
+    def _rewrite(self, where: str, args: tuple[Any, ...],
+                 change: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> int:
+        """Compact, then rewrite the blocks that `where` selects: `change(ds, t, v)` answers which readings
+        to drop (a mask) and may change values in place. One transaction; returns the readings dropped."""
+        self.compact()
+        ph = self.ph
+        raw = self.engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            if self.dialect != "postgresql":
+                cur.execute("BEGIN IMMEDIATE")
+            cur.execute("SELECT stream_group, start_time, seq, datastreams, times, results "
+                        "FROM sensing_observation_blocks" + where, args)
+            dropped = 0
+            for grp, start, seq, dsb, tb, vb in cur.fetchall():
+                d, t, v = (a.copy() for a in _arrays(dsb, tb, vb))
+                before = v.copy()
+                drop = change(d, t, v)
+                if not drop.any() and np.array_equal(before, v, equal_nan=True):
+                    continue
+                dropped += int(drop.sum())
+                cur.execute(f"DELETE FROM sensing_observation_blocks WHERE stream_group = {ph} "
+                            f"AND start_time = {ph} AND seq = {ph}", (int(grp), int(start), int(seq)))
+                keep = ~drop
+                if keep.any():
+                    new = block_rows(d[keep], t[keep], v[keep], int(seq))
+                    cur.executemany(f"INSERT INTO sensing_observation_blocks {_BLOCK_COLS} VALUES "
+                                    f"({', '.join([ph] * 8)})", new)
+            raw.commit()
+            return dropped
+        except Exception:
+            raw.rollback()
+            raise
+        finally:
+            raw.close()
+
+    def purge_before(self, cutoff_ms: int) -> int:
+        """The retention policy: delete observations older than the cutoff (whole blocks at once; a block
+        that straddles the cutoff is cut)."""
+        self.compact()
+        ph = self.ph
+        cutoff = int(cutoff_ms)
+        with self.engine.begin() as conn:
+            gone = conn.exec_driver_sql(f"SELECT coalesce(sum(n), 0) FROM sensing_observation_blocks "
+                                        f"WHERE end_time < {ph}", (cutoff,)).scalar()
+            conn.exec_driver_sql(f"DELETE FROM sensing_observation_blocks WHERE end_time < {ph}", (cutoff,))
+        return int(gone or 0) + self._rewrite(f" WHERE start_time < {ph}", (cutoff,),
+                                              lambda d, t, v: t < cutoff)

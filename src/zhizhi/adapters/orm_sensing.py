@@ -1,17 +1,16 @@
 """Tables for perception: devices, their datastreams, observations, alarms and alarm steps.
 
-Observations are the one big table. Its primary key *is* the (datastream, time)
-index (a WITHOUT ROWID table on SQLite, so there is a single B-tree to write), time
-is an integer of epoch milliseconds (cheap to bulk-write and to compare), and the
-key doubles as the duplicate check.
+Observations are the big data: a log of accepted batches and the blocks that compaction makes of
+them, keyed by (datastream, start time) — see adapters/observations_store.py for why not a row per
+reading. Time is an integer of epoch milliseconds (cheap to bulk-write and to compare).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from zhizhi.adapters.orm import Base, BigId, UtcDateTime
@@ -53,13 +52,36 @@ class DatastreamRow(Base):
     properties: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
-class ObservationRow(Base):
-    __tablename__ = "sensing_observations"
-    __table_args__: ClassVar[dict[str, Any]] = {"sqlite_with_rowid": False}
+class ObservationLogRow(Base):
+    """One accepted batch of readings, durable before it is acknowledged; compaction moves it into blocks
+    (see adapters/observations_store.py). The arrays are little-endian int64 / int64 / float64."""
 
-    datastream_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    phenomenon_time: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)  # epoch ms
-    result: Mapped[float] = mapped_column(Float)
+    __tablename__ = "sensing_observation_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    n: Mapped[int] = mapped_column(Integer)
+    min_time: Mapped[int] = mapped_column(BigInteger)  # epoch ms
+    max_time: Mapped[int] = mapped_column(BigInteger)
+    datastreams: Mapped[bytes] = mapped_column(LargeBinary)
+    times: Mapped[bytes] = mapped_column(LargeBinary)
+    results: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ObservationBlockRow(Base):
+    """Readings of one stream group (64 datastreams) from one compaction, sorted by (datastream, time):
+    the primary key and the end-time index are the sparse (datastream, time) index of the series."""
+
+    __tablename__ = "sensing_observation_blocks"
+    __table_args__ = (Index("ix_sensing_observation_blocks_end", "end_time"), {"sqlite_with_rowid": False})
+
+    stream_group: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    start_time: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)  # epoch ms
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    end_time: Mapped[int] = mapped_column(BigInteger)
+    n: Mapped[int] = mapped_column(Integer)
+    datastreams: Mapped[bytes] = mapped_column(LargeBinary)
+    times: Mapped[bytes] = mapped_column(LargeBinary)
+    results: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class AlarmRow(Base):

@@ -32,6 +32,7 @@ import duckdb
 import numpy as np
 from sqlalchemy import Engine, column, func, inspect, select, table
 
+from zhizhi.adapters.observations_store import ObservationStore
 from zhizhi.adapters.orm import CaseEventRow, CaseRow, PlaceRow, UtcDateTime
 
 #: How far back of the watermark to re-read, for transactions that committed after a later one.
@@ -494,23 +495,19 @@ class Snapshot:
         read, or None when the store has no sensing tables.
         """
         names = set(inspect(engine).get_table_names())
-        if not {"sensing_devices", "sensing_datastreams", "sensing_observations"} <= names:
+        if not {"sensing_devices", "sensing_datastreams", "sensing_observation_blocks"} <= names:
             self.has_devices = False
             self.set_meta("devices_present", "0")
             return None
         dev = table("sensing_devices", column("id"), column("scene"), column("type"), column("place_code"),
                     column("department_code"), column("status"), column("last_seen", UtcDateTime()))
         ds = table("sensing_datastreams", column("id"), column("device_id"), column("quantity"))
-        obs = table("sensing_observations", column("datastream_id"), column("phenomenon_time"), column("result"))
         mark = self.meta("readings_watermark")
         since = int(mark) - int(READINGS_OVERLAP.total_seconds() * 1000) if mark else None
         with engine.connect() as conn:
             devices = conn.execute(select(dev)).all()
             streams = conn.execute(select(ds)).all()
-            q = select(obs.c.datastream_id, obs.c.phenomenon_time, obs.c.result)
-            if since is not None:
-                q = q.where(obs.c.phenomenon_time >= since)
-            readings = conn.execute(q).all()
+        r_ds, r_t, r_v = ObservationStore(engine).readings(since)
         self.con.register("_dev", {
             "id": np.array([d.id for d in devices], dtype=np.int64), "scene": _obj(d.scene for d in devices),
             "type": _obj(d.type for d in devices), "place_code": _obj(d.place_code for d in devices),
@@ -520,9 +517,7 @@ class Snapshot:
         self.con.register("_ds", {"id": np.array([d.id for d in streams], dtype=np.int64),
                                   "device_id": np.array([d.device_id for d in streams], dtype=np.int64),
                                   "quantity": _obj(d.quantity for d in streams)})
-        self.con.register("_obs", {"ds": np.array([r[0] for r in readings], dtype=np.int64),
-                                   "t": np.array([r[1] for r in readings], dtype=np.int64),
-                                   "v": np.array([r[2] for r in readings], dtype=np.float64)})
+        self.con.register("_obs", {"ds": r_ds, "t": r_t, "v": r_v})
         try:
             self.con.execute("DELETE FROM devices")
             self.con.execute("""INSERT INTO devices SELECT d.id,
@@ -539,10 +534,10 @@ class Snapshot:
         finally:
             for name in ("_dev", "_ds", "_obs"):
                 self.con.unregister(name)
-        if readings:
-            top = max(r[1] for r in readings)
+        if r_t.size:
+            top = int(r_t.max())
             self.set_meta("readings_watermark", str(max(top, int(mark or 0))))
         self.set_meta("taken_at", naive_utc(now).isoformat())  # type: ignore[union-attr]
         self.has_devices = True
         self.set_meta("devices_present", "1")
-        return len(readings)
+        return int(r_t.size)

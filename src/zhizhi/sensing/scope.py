@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select, tr
 
 from zhizhi.adapters import audit_log
 from zhizhi.adapters.orm import CaseRow, PlaceRow
-from zhizhi.adapters.orm_sensing import AlarmRow, DatastreamRow, DeviceRow, ObservationRow
+from zhizhi.adapters.orm_sensing import AlarmRow, DatastreamRow, DeviceRow
 from zhizhi.adapters.repository import scope_clause
 from zhizhi.domain.access import Forbidden, Principal, Scope, may, require, scope_of, sensing_scope_of
 from zhizhi.domain.alarms import Alarm, AlarmState
@@ -251,12 +251,11 @@ class ScopedSensing:
     def recent_observations(self, limit: int) -> list[tuple[int, int, float]]:
         """The latest readings of the datastreams in scope: (datastream, epoch ms, value), newest first."""
         require(self.principal, "read_sensing")
-        stmt = select(ObservationRow.datastream_id, ObservationRow.phenomenon_time, ObservationRow.result)
-        if not self.scope.unlimited:
-            stmt = stmt.where(ObservationRow.datastream_id.in_(self.datastream_ids()))
+        if self.scope.unlimited:
+            return self.s.store.recent(limit)
         with self.s.db.connect() as conn:
-            rows = conn.execute(stmt.order_by(ObservationRow.phenomenon_time.desc()).limit(limit)).all()
-        return [(int(a), int(b), float(c)) for a, b, c in rows]
+            ids = [int(x) for x in conn.execute(self.datastream_ids()).scalars()]
+        return self.s.store.recent(limit, ids)
 
     # ------------------------------------------------------------------ alarms
     def alarms(self, *, state: str | None = None, scene: str | None = None, device: str | None = None,

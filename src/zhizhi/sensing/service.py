@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy import insert, select, update
 
-from zhizhi.adapters.observations_store import ObservationStore
+from zhizhi.adapters.observations_store import COMPACT_AT, ObservationStore
 from zhizhi.adapters.orm_sensing import AlarmRow, AlarmStepRow, DatastreamRow, DeviceRow
 from zhizhi.domain.alarms import Alarm, AlarmCleared, AlarmRaised, AlarmState, AlarmStep, Severity
 from zhizhi.domain.devices import Device, DeviceStatus, validate_device
@@ -83,6 +83,7 @@ class SensingService:
         self.bus = bus
         self.retention_days = retention_days
         self.store = ObservationStore(engine)
+        self._compactor: threading.Thread | None = None
         self.lock = threading.RLock()
         self.timings: deque[Timing] = deque(maxlen=100_000)
         #: alarms raised and not yet turned into a case, for the reading → case latency (bounded)
@@ -412,7 +413,23 @@ class SensingService:
         report.alarms_raised = [e.alarm_id for e in events if isinstance(e, AlarmRaised)]
         report.alarms_cleared = [e.alarm_id for e in events if isinstance(e, AlarmCleared)]
         self._publish(events)
+        if self.store.pending >= COMPACT_AT:
+            self.compact_soon()
         return report
+
+    def compact(self) -> int:
+        """Compact the whole observation log now (after a background compaction, if one runs): the
+        periodic job, a clean shutdown, and a benchmark that counts the index's cost do this."""
+        if self._compactor is not None:
+            self._compactor.join()
+        return self.store.compact()
+
+    def compact_soon(self) -> None:
+        """Compact the observation log in a background thread: the batch that crossed the threshold is
+        acknowledged already and must not wait for it (a compaction already running is not doubled)."""
+        if self._compactor is None or not self._compactor.is_alive():
+            self._compactor = threading.Thread(target=self.store.compact, name="zhizhi-compact", daemon=True)
+            self._compactor.start()
 
     def _reasons(self, dev: np.ndarray, q: np.ndarray, v: np.ndarray, t: np.ndarray, bad: np.ndarray,
                  now_ms: int, admitted: np.ndarray | None = None) -> np.ndarray:

@@ -1,0 +1,159 @@
+"""The observation store's log and blocks, on SQLite and PostgreSQL, checked against a plain model.
+
+The store keeps accepted batches as log rows and compacts them into per-datastream blocks; every
+reader must see the same readings whether they are still in the log, in blocks, or both, with one
+reading per (datastream, time) key, and compaction, retention and the migration from the old row
+table must lose nothing and invent nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+
+from zhizhi.adapters import db
+from zhizhi.adapters import observations_store as st
+from zhizhi.adapters.observations_store import ObservationStore
+
+T0 = 1_795_000_000_000
+
+
+@pytest.fixture
+def store(database_url: str) -> Any:
+    engine = db.make_engine(database_url)
+    db.upgrade(engine)
+    yield ObservationStore(engine)
+    engine.dispose()
+
+
+def _batch(rng: np.random.Generator, n: int, streams: int, t_lo: int, t_hi: int) -> tuple[np.ndarray, ...]:
+    ds = rng.integers(1, streams + 1, n).astype(np.int64)
+    t = rng.integers(t_lo, t_hi, n).astype(np.int64)
+    v = rng.normal(10, 3, n)
+    return ds, t, v
+
+
+def _model(batches: list[tuple[np.ndarray, ...]]) -> dict[tuple[int, int], float]:
+    """What the store must hold: the first value given for each (datastream, time)."""
+    want: dict[tuple[int, int], float] = {}
+    for ds, t, v in batches:
+        for a, b, c in zip(ds.tolist(), t.tolist(), v.tolist(), strict=True):
+            want.setdefault((a, b), c)
+    return want
+
+
+def _all(store: ObservationStore) -> dict[tuple[int, int], float]:
+    ds, t, v = store.readings()
+    assert ds.size == len(set(zip(ds.tolist(), t.tolist(), strict=True))), "one reading per key"
+    return {(a, b): c for a, b, c in zip(ds.tolist(), t.tolist(), v.tolist(), strict=True)}
+
+
+def test_readers_see_the_same_readings_in_the_log_in_blocks_and_in_both(store: ObservationStore) -> None:
+    rng = np.random.default_rng(7)
+    batches = [_batch(rng, 3000, 200, T0, T0 + 3_600_000) for _ in range(4)]  # datastreams in 4 groups
+    for b in batches[:2]:
+        store.insert(*b)
+    want_half = _model(batches[:2])
+    assert _all(store) == want_half  # all in the log
+    moved = store.compact()
+    assert moved == sum(b[0].size for b in batches[:2])
+    assert _all(store) == want_half  # all in blocks (duplicates across batches kept once)
+    for b in batches[2:]:
+        store.insert(*b)
+    want = _model(batches)
+    assert _all(store) == want  # blocks and log together
+    assert store.count() >= len(want)
+    # one datastream's series, a time window, newest first and oldest first
+    lo, hi = T0 + 600_000, T0 + 1_800_000
+    expect = sorted((t, v) for (d, t), v in want.items() if d == 5 and lo <= t <= hi)
+    assert store.series(5, lo, hi, limit=10_000, newest_first=False) == expect
+    assert store.series(5, lo, hi, limit=3) == expect[::-1][:3]
+    # the newest readings of a few datastreams, and of all
+    newest = sorted(((t, d, v) for (d, t), v in want.items() if d in (3, 4)), reverse=True)[:25]
+    got = store.recent(25, [3, 4])
+    assert [(t, d) for d, t, _ in got] == [(t, d) for t, d, _ in newest]
+    assert [r[1] for r in store.recent(10)] == sorted((t for _, t in want), reverse=True)[:10]
+    store.compact()
+    assert _all(store) == want
+    assert [(t, d) for d, t, _ in store.recent(25, [3, 4])] == [(t, d) for t, d, _ in newest]
+
+
+def test_existing_finds_stored_pairs_in_log_and_blocks(store: ObservationStore) -> None:
+    ds = np.array([1, 1, 2, 3], dtype=np.int64)
+    t = np.array([T0, T0 + 60_000, T0, T0 + 5], dtype=np.int64)
+    store.insert(ds[:2], t[:2], np.ones(2))
+    store.compact()
+    store.insert(ds[2:], t[2:], np.ones(2))
+    asked_ds = np.array([1, 1, 2, 3, 3, 4], dtype=np.int64)
+    asked_t = np.array([T0, T0 + 1, T0, T0 + 5, T0 + 6, T0], dtype=np.int64)
+    assert store.existing(asked_ds, asked_t).tolist() == [True, False, True, True, False, False]
+
+
+def test_long_series_are_cut_into_blocks_and_read_back_whole(store: ObservationStore,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(st, "BLOCK_MAX", 100)
+    t = T0 + np.arange(1050, dtype=np.int64) * 1000
+    store.insert(np.full(t.size, 9, dtype=np.int64), t, t.astype(np.float64))
+    store.compact()
+    with store.engine.connect() as conn:
+        sizes = [r[0] for r in conn.execute(text(
+            "SELECT n FROM sensing_observation_blocks WHERE stream_group = 0 ORDER BY start_time"))]
+    assert sizes == [100] * 10 + [50]
+    assert store.series(9, limit=5000, newest_first=False) == [(int(x), float(x)) for x in t]
+
+
+def test_retention_drops_old_blocks_and_cuts_the_one_that_straddles(store: ObservationStore) -> None:
+    t = T0 + np.arange(100, dtype=np.int64) * 60_000
+    store.insert(np.full(100, 1, dtype=np.int64), t, np.arange(100, dtype=np.float64))
+    store.compact()
+    store.insert(np.full(100, 1, dtype=np.int64), t + 100 * 60_000, np.arange(100, 200, dtype=np.float64))
+    cutoff = int(t[0] + 130 * 60_000)
+    assert store.purge_before(cutoff) == 130
+    left = store.series(1, limit=1000, newest_first=False)
+    assert len(left) == 70 and left[0] == (cutoff, 130.0)
+
+
+def test_compaction_is_atomic_a_failure_leaves_the_log(store: ObservationStore,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(3)
+    b = _batch(rng, 500, 10, T0, T0 + 100_000)
+    store.insert(*b)
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(st, "block_rows", broken)
+    with pytest.raises(RuntimeError):
+        store.compact()
+    monkeypatch.undo()
+    assert _all(store) == _model([b])
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM sensing_observation_log")).scalar() == 1
+        assert conn.execute(text("SELECT count(*) FROM sensing_observation_blocks")).scalar() == 0
+    store.compact()
+    assert _all(store) == _model([b])
+
+
+def test_the_migration_moves_row_readings_into_blocks_and_back(database_url: str) -> None:
+    """0006 → 0007 with readings in the old row table; then down again."""
+    from alembic import command
+
+    engine = db.make_engine(database_url)
+    cfg = db.alembic_config(engine)
+    command.upgrade(cfg, "0006")
+    rng = np.random.default_rng(11)
+    ds, t, v = _batch(rng, 5000, 30, T0, T0 + 10_000_000)
+    want = _model([(ds, t, v)])
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO sensing_observations (datastream_id, phenomenon_time, result) "
+                          "VALUES (:d, :t, :v)"), [{"d": d, "t": tt, "v": vv} for (d, tt), vv in want.items()])
+    command.upgrade(cfg, "0007")
+    assert _all(ObservationStore(engine)) == want
+    command.downgrade(cfg, "0006")
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT datastream_id, phenomenon_time, result FROM sensing_observations")).all()
+    assert {(a, b): c for a, b, c in rows} == want
+    engine.dispose()
