@@ -147,12 +147,15 @@ class CaseRepository:
         row = self.session.scalars(stmt).first()
         return self._load(row) if row is not None else None
 
-    def get_many(self, case_ids: list[int]) -> list[Case]:
+    def get_many(self, case_ids: list[int], *, for_update: bool = False) -> list[Case]:
         """Load several cases with two queries (cases, then all their timelines); order kept."""
         missing = sorted({i for i in case_ids if i not in self.seen})
         for start in range(0, len(missing), 1000):
             chunk = missing[start:start + 1000]
-            rows = self.session.scalars(select(CaseRow).where(CaseRow.id.in_(chunk))).all()
+            stmt = select(CaseRow).where(CaseRow.id.in_(chunk)).order_by(CaseRow.id)
+            if for_update:
+                stmt = stmt.with_for_update()
+            rows = self.session.scalars(stmt).all()
             entries: dict[int, list[TimelineEntry]] = {}
             for e in self.session.scalars(
                 select(CaseEventRow).where(CaseEventRow.case_id.in_(chunk)).order_by(CaseEventRow.case_id,

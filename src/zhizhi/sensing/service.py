@@ -714,6 +714,7 @@ class SensingService:
         from zhizhi.domain.case import SYSTEM, CaseState
 
         with self.ctx.uow as uow:
+            uow.cases.get_many(sorted(set(cases.values())), for_update=True)  # one query, not one per case
             for event in events:
                 case_id = cases.get(event.alarm_id)
                 case = uow.cases.get(case_id, for_update=True) if case_id is not None else None
