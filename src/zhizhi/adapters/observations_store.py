@@ -243,6 +243,12 @@ class ObservationStore:
             return _EMPTY
         parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         with self.engine.connect() as conn:
+            # The log first, then the blocks: a compaction that commits in between moves readings from the
+            # log into blocks, so they are read twice (and kept once), never missed.
+            where, args = self._where(None, lo, hi, "min_time", "max_time", None)
+            rows = conn.exec_driver_sql("SELECT datastreams, times, results FROM sensing_observation_log"
+                                        + where + " ORDER BY id", tuple(args)).fetchall()
+            parts.append(_joined(rows, 0))
             groups = None if wanted is None else np.unique(wanted >> GROUP_BITS).tolist()
             chunks: list[list[int] | None] = [None] if groups is None else [
                 groups[i:i + 500] for i in range(0, len(groups), 500)]
@@ -251,10 +257,6 @@ class ObservationStore:
                 rows = conn.exec_driver_sql("SELECT datastreams, times, results FROM sensing_observation_blocks"
                                             + where, tuple(args)).fetchall()
                 parts.append(_joined(rows, 0))
-            where, args = self._where(None, lo, hi, "min_time", "max_time", None)
-            rows = conn.exec_driver_sql("SELECT datastreams, times, results FROM sensing_observation_log"
-                                        + where + " ORDER BY id", tuple(args)).fetchall()
-            parts.append(_joined(rows, 0))
         ds = np.concatenate([p[0] for p in parts])
         t = np.concatenate([p[1] for p in parts])
         v = np.concatenate([p[2] for p in parts])
@@ -331,9 +333,10 @@ class ObservationStore:
         return list(zip(ds[order].tolist(), t[order].tolist(), v[order].tolist(), strict=True))
 
     def count(self) -> int:
-        with self.engine.connect() as conn:
-            a = conn.exec_driver_sql("SELECT coalesce(sum(n), 0) FROM sensing_observation_blocks").scalar()
+        """Readings stored (during a compaction it may count some twice, never fewer)."""
+        with self.engine.connect() as conn:  # the log first (see `_gather`): a racing compaction counts twice
             b = conn.exec_driver_sql("SELECT coalesce(sum(n), 0) FROM sensing_observation_log").scalar()
+            a = conn.exec_driver_sql("SELECT coalesce(sum(n), 0) FROM sensing_observation_blocks").scalar()
         return int(a or 0) + int(b or 0)
 
     # ------------------------------------------------------------------ changing what is stored
