@@ -13,6 +13,10 @@ Paths measured, on a fresh SQLite file and (when a server answers) a fresh Postg
 - MQTT into two consumer processes, each owning half of four partition topics (`zhizhi/v1/part/{n}`,
   under a root of its own), the publisher splitting each message by device partition.
 
+Storage is the observation log plus its compaction into blocks (adapters/observations_store.py): every
+measured path ends by compacting all it stored, inside the timed span and the CPU counted, so the figures
+include building the (datastream, time) index, not only appending the log.
+
 Every rate is given twice: per wall-clock second, and per CPU-second of the processes doing the work
 (`time.process_time` of the ingesting process; on PostgreSQL plus the CPU of this database's server
 backends, read from /proc), because on a shared machine the wall clock measures the neighbours too.
