@@ -156,3 +156,21 @@ class ObservationStore:
     def count(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.exec_driver_sql("SELECT count(*) FROM sensing_observations").scalar() or 0)
+
+    def update_result(self, ds: int, t: int, v: float) -> bool:
+        """Set the result of one stored reading; False when there is none at (datastream, time)."""
+        ph = "?" if self.dialect == "sqlite" else "%s"
+        with self.engine.begin() as conn:
+            result = conn.exec_driver_sql(f"UPDATE sensing_observations SET result = {ph} "
+                                          f"WHERE datastream_id = {ph} AND phenomenon_time = {ph}",
+                                          (float(v), int(ds), int(t)))
+            return bool(result.rowcount)
+
+    def delete_one(self, ds: int, t: int) -> bool:
+        """Delete one stored reading; False when there is none at (datastream, time)."""
+        ph = "?" if self.dialect == "sqlite" else "%s"
+        with self.engine.begin() as conn:
+            result = conn.exec_driver_sql(f"DELETE FROM sensing_observations "
+                                          f"WHERE datastream_id = {ph} AND phenomenon_time = {ph}",
+                                          (int(ds), int(t)))
+            return bool(result.rowcount)
