@@ -558,20 +558,31 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
                                 headers={"Allow": "GET"}, media_type="application/problem+json")
         return JSONResponse(entity, status_code=201, headers={"Location": entity["@iot.selfLink"]})
 
+    @app.put(ROOT + "/{path:path}", operation_id="sta_replace", tags=["sensorthings"])
+    async def put(path: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
+        """PUT (what some clients, FROST's Python client among them, send to update): the entity as the body,
+        taken like a PATCH of everything it gives (what the model derives — ids, links — is ignored)."""
+        return await patch(path, request, principal)
+
     @app.patch(ROOT + "/{path:path}", operation_id="sta_update", tags=["sensorthings"])
     async def patch(path: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
+        """PATCH with a JSON merge body, or with a JSON Patch (application/json-patch+json: a list of operations,
+        applied to the entity as this caller sees it)."""
         import asyncio
 
         api = sta(request, principal)
         segs = _parse_path(path)
-        await asyncio.to_thread(api.walk, segs)  # out of scope or unknown: 404 before the body is read
+        walked = await asyncio.to_thread(api.walk, segs)  # out of scope or unknown: 404 before the body is read
         editable = ("Things", "Locations", "FeaturesOfInterest", "Observations")
         if len(segs) != 1 or segs[0][0] not in editable or segs[0][1] is None:
             raise ValidationFailed("只能更新 Things、Locations、FeaturesOfInterest、Observations / only Things, "
                                    "Locations, FeaturesOfInterest and Observations can be updated (the rest follows "
                                    "from the catalogue; HistoricalLocations are the record of moves)")
         require(principal, "manage_devices")
-        body = _object(await _json_body(request))
+        raw = await _json_body(request)
+        if "json-patch" in request.headers.get("content-type", ""):
+            raw = _json_patch(walked[2], raw)
+        body = _object(raw)
         es, key = segs[0]
         if es == "Observations":
             return await asyncio.to_thread(_update_observation, api, key, body)
@@ -581,7 +592,8 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
         if es == "FeaturesOfInterest":
             if "feature" in body:
                 lon, lat = _point(body["feature"])
-                await asyncio.to_thread(api.scoped.move_device, d.code, lon, lat)
+                if (lon, lat) != (d.lon, d.lat):
+                    await asyncio.to_thread(api.scoped.move_device, d.code, lon, lat)
             return api.feature(d)
         props = body.get("properties") or {}
         if body.get("Locations"):
@@ -637,10 +649,15 @@ def _point(geometry: Any) -> tuple[float, float]:
 def _move_to(api: Sta, d: Device, loc: dict[str, Any]) -> dict[str, Any]:
     """Give a Thing a Location: a new one (inline, with a Point) or an existing one by @iot.id. Either is a move
     of the device, recorded as a new HistoricalLocation. A Location no device holds yet becomes this device's;
-    one that another device holds (or this one held before) lends its position to a new Location."""
-    if "@iot.id" in loc and "location" not in loc:
+    one that another device holds (or this one held before) lends its position to a new Location. The Thing's
+    own current Location given back unchanged (as a PUT of the whole Thing does) is no move."""
+    if "@iot.id" in loc:
         row = api.scoped.location(_int(loc["@iot.id"]))
         current = api._current().get(int(d.id or 0))
+        point = _point(loc["location"]) if "location" in loc else (row.lon, row.lat)
+        if point != (row.lon, row.lat):
+            raise ValidationFailed("按 @iot.id 关联位置时不能同时改其坐标 / a Location linked by @iot.id cannot be "
+                                   "changed in the same request: PATCH the Location, or give a new one without id")
         if current is not None and current.id == row.id:
             return api.location(row)  # already there
         new_id = api.scoped.move_device(d.code, row.lon, row.lat,
@@ -679,17 +696,17 @@ def _update_location(api: Sta, key: Any, body: dict[str, Any]) -> dict[str, Any]
     if row.device_id is None:
         api.scoped.update_location(int(row.id), lon=point[0] if point else None, lat=point[1] if point else None,
                                    name=body.get("name"), description=body.get("description"))
-    else:
+    elif point is not None and point != (row.lon, row.lat):
         d = api._device_of(row)
         current = api._current().get(int(row.device_id))
         if d is None or current is None or current.id != row.id:
             raise ValidationFailed("这是设备以前的位置，属于历史，不能修改 / this is a former position of a device: it "
                                    "is history and cannot be changed")
-        if point is None:
-            raise ValidationFailed("设备的位置只能整体移动：请给出 location / a device's Location changes only by a "
-                                   "move: give its `location`")
         api.scoped.move_device(d.code, point[0], point[1], keep_id=True, name=str(body.get("name") or ""),
                                description=str(body.get("description") or ""))
+    elif any(body.get(k) not in (None, api.location(row)[k]) for k in ("name", "description")):
+        raise ValidationFailed("设备的位置只能通过移动改变 / a device's Location changes only by a move (give a new "
+                               "`location`)")
     api._rows = api._now = None
     return api.location(api.scoped.location(int(row.id)))
 
@@ -735,6 +752,42 @@ def _feature_for(api: Sta, body: dict[str, Any]) -> dict[str, Any]:
     raise ValidationFailed("此处没有设备：FeatureOfInterest 即设备的位置，随设备登记和移动 / no device stands at "
                            "this point: a FeatureOfInterest here is a device's position; register or move a Thing "
                            "there instead")
+
+
+def _json_patch(entity: Any, ops: Any) -> dict[str, Any]:
+    """Apply a JSON Patch (RFC 6902: add, replace, remove, test) to the entity as the caller sees it; the
+    result is then taken as a merge body. A malformed or failing patch is a 422 that says which operation."""
+    import copy
+
+    if not isinstance(entity, dict) or not isinstance(ops, list):
+        raise ValidationFailed("JSON Patch 应为操作数组 / a JSON Patch is an array of operations")
+    doc = copy.deepcopy(entity)
+    for n, op in enumerate(ops):
+        try:
+            kind, parts = op["op"], [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+            parent: Any = doc
+            for p in parts[:-1]:
+                parent = parent[int(p)] if isinstance(parent, list) else parent[p]
+            last: Any = parts[-1]
+            if isinstance(parent, list):
+                last = len(parent) if last == "-" else int(last)
+            if kind == "test":
+                if parent[last] != op["value"]:
+                    raise ValidationFailed(f"JSON Patch 第 {n} 项 test 不成立 / operation {n}: test failed")
+            elif kind == "remove":
+                del parent[last]
+            elif kind in ("add", "replace"):
+                if isinstance(parent, list) and kind == "add":
+                    parent.insert(last, op["value"])
+                else:
+                    parent[last] = op["value"]
+            else:
+                raise ValidationFailed(f"不支持的 JSON Patch 操作 {kind!r} / unsupported operation {kind!r}: use add, "
+                                       "replace, remove or test")
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+            raise ValidationFailed(f"JSON Patch 第 {n} 项无效 / operation {n} is invalid or its path does not "
+                                   "exist") from None
+    return {k: v for k, v in doc.items() if "@iot." not in k}
 
 
 def _object(body: Any) -> dict[str, Any]:
