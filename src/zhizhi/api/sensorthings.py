@@ -1,18 +1,23 @@
 """The OGC SensorThings API v1.1 at /sta/v1.1, over the same device and observation tables.
 
-Mapping: a device is a Thing (its position is its Location, its registration its HistoricalLocation, its
-position also the FeatureOfInterest of its observations); a device type is a Sensor; a quantity an
-ObservedProperty; one quantity of one device a Datastream; a stored reading an Observation, with the id
-'<datastream>-<epoch ms>'. Query options: $filter, $expand (nested, with options), $select, $orderby, $top,
-$skip, $count; paging with @iot.nextLink. Creating: Things (deep insert of Locations; the Datastreams follow
-from the device type), Observations, and the dataArray extension at /CreateObservations — readings go through
-the same validated ingest as every other path. PATCH and DELETE on Things (DELETE retires the device). A device
-that moves gets its new position by PATCH of its Thing (with Locations), Location or FeatureOfInterest, or by
-POST Things(id)/Locations; it is located again in the place hierarchy.
+Mapping: a device is a Thing; every position it has held (registration, then each move) is one row of its
+location history, which is both a Location and a HistoricalLocation (same id), the Thing's Location being its
+newest; its current position is also the FeatureOfInterest of its observations (id: the device's). A device
+type is a Sensor; a quantity an ObservedProperty; one quantity of one device a Datastream; a stored reading an
+Observation, with the id '<datastream>-<epoch ms>'. Query options: $filter, $expand (nested, with options),
+$select, $orderby, $top, $skip, $count; paging with @iot.nextLink. Creating: Things (deep insert of Locations;
+the Datastreams follow from the device type), Locations (on their own, or with their Thing: a move), Observations
+and the dataArray extension at /CreateObservations — readings go through the same validated ingest as every other
+path; FeaturesOfInterest and Sensors/ObservedProperties answer with the device's or the catalogue's entry.
+PATCH (merge or JSON Patch; PUT taken alike) on Things, Locations, FeaturesOfInterest and Observations; DELETE on
+Things (retires the device), Observations and Locations no device holds. Every move (PATCH of a Thing with
+Locations, of its Location or FeatureOfInterest, POST Things(id)/Locations, linking a Location) locates the
+device again and writes a history row in the move's transaction. docs/sensing.md has the whole mapping.
 
 Everything is seen through the caller's sensing scope (`ScopedSensing`): collections, navigation, $expand and
 $count hold only the devices (and their datastreams and observations) in scope; an entity outside it answers
-404 like an unknown one; creating needs `manage_devices` (Things) or `ingest_observations` (Observations).
+404 like an unknown one; creating needs `manage_devices` (Things, Locations) or `ingest_observations`
+(Observations); changing or deleting a reading needs `manage_devices`.
 Sensors and ObservedProperties are the catalogue (device types and quantities), the same for every reader.
 """
 
