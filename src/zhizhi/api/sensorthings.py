@@ -162,10 +162,27 @@ class Sta:
         return self._now
 
     def _location_row(self, key: Any) -> DeviceLocationRow:
-        row = self._locations().get(_int(key))
+        if self._rows is None:  # one entity: one row read, not the whole history of the scope
+            try:
+                return self.scoped.location(_int(key))
+            except NotFound:
+                raise NotFound(f"实体不存在 / no entity with id {key}") from None
+        row = self._rows.get(_int(key))
         if row is None:
             raise NotFound(f"实体不存在 / no entity with id {key}")
         return row
+
+    def _history_of(self, device_id: int) -> list[DeviceLocationRow]:
+        """One device's location rows, newest first (from the request's cache when it holds them all)."""
+        if self._rows is None:
+            return self.scoped.locations(device_id)
+        return [r for r in self._rows.values() if r.device_id == device_id]
+
+    def _current_of(self, device_id: int) -> DeviceLocationRow | None:
+        if self._now is None and self._rows is None:
+            rows = self.scoped.locations(device_id)
+            return rows[0] if rows else None
+        return self._current().get(device_id)
 
     def _device_of(self, row: DeviceLocationRow) -> Device | None:
         if row.device_id is None:
@@ -251,7 +268,7 @@ class Sta:
                     raise NotFound("实体不存在 / not found")
                 out: list[dict[str, Any]] = [self.thing(holder)]
             elif nav == "Things":  # the Thing whose Location this is now (a past position has none)
-                cur = self._current().get(int(row.device_id or 0))
+                cur = self._current_of(int(row.device_id or 0))
                 out = [self.thing(holder)] if holder and cur is not None and cur.id == row.id else []
             elif nav == "HistoricalLocations":
                 out = [self.historical(row)] if holder else []
@@ -267,10 +284,10 @@ class Sta:
                     if sdi == di:
                         out.extend(self.observation(sid, t, v) for t, v in self.s.store.series(sid, limit=MAX_TOP))
             elif target == "Locations":
-                cur = self._current().get(int(d.id or 0))
+                cur = self._current_of(int(d.id or 0))
                 out = [self.location(cur)] if cur is not None else []
             elif target == "HistoricalLocations":
-                out = [self.historical(r) for r in self._locations().values() if r.device_id == d.id]
+                out = [self.historical(r) for r in self._history_of(int(d.id or 0))]
             else:
                 out = [self.one(target, d.id)]
         elif es == "Datastreams":
@@ -341,6 +358,8 @@ class Sta:
 
     # ---------------------------------------------------------------- query options
     def query(self, es: str, items: list[dict[str, Any]], opts: dict[str, str], url: str) -> dict[str, Any]:
+        if len(items) > 1 and "Location" in opts.get("$expand", ""):
+            self._locations()  # many entities expand positions: read the scope's rows once, not once each
         if "$filter" in opts:
             pred = compile_filter(opts["$filter"])
             items = [e for e in items if pred(e)]
@@ -658,7 +677,7 @@ def _move_to(api: Sta, d: Device, loc: dict[str, Any]) -> dict[str, Any]:
     own current Location given back unchanged (as a PUT of the whole Thing does) is no move."""
     if "@iot.id" in loc:
         row = api.scoped.location(_int(loc["@iot.id"]))
-        current = api._current().get(int(d.id or 0))
+        current = api._current_of(int(d.id or 0))
         point = _point(loc["location"]) if "location" in loc else (row.lon, row.lat)
         if point != (row.lon, row.lat):
             raise ValidationFailed("按 @iot.id 关联位置时不能同时改其坐标 / a Location linked by @iot.id cannot be "
@@ -703,7 +722,7 @@ def _update_location(api: Sta, key: Any, body: dict[str, Any]) -> dict[str, Any]
                                    name=body.get("name"), description=body.get("description"))
     elif point is not None and point != (row.lon, row.lat):
         d = api._device_of(row)
-        current = api._current().get(int(row.device_id))
+        current = api._current_of(int(row.device_id))
         if d is None or current is None or current.id != row.id:
             raise ValidationFailed("这是设备以前的位置，属于历史，不能修改 / this is a former position of a device: it "
                                    "is history and cannot be changed")
