@@ -2,7 +2,7 @@
 HistoricalLocations), written at registration and at every move; one row backfilled per existing device.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from alembic import op
 from zhizhi.adapters.orm import BigId, UtcDateTime
 
 revision = '0008'
-down_revision = '0006'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
