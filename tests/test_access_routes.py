@@ -147,7 +147,8 @@ def _sensing_in_street_a(c: TestClient, app: Any, admin: dict[str, str]) -> dict
                 headers=admin).json()["datastream_id"]
     obs = c.get(f"{STA}/Datastreams({sid})/Observations", headers=admin).json()["value"][0]["@iot.id"]
     thing = device["id"]
-    paths = [f"Things({thing})", f"Locations({thing})", f"HistoricalLocations({thing})",
+    loc = c.get(f"{STA}/Things({thing})/Locations", headers=admin).json()["value"][0]["@iot.id"]
+    paths = [f"Things({thing})", f"Locations({loc})", f"HistoricalLocations({loc})",
              f"FeaturesOfInterest({thing})", f"Datastreams({sid})", f"Observations('{obs}')",
              f"Things({thing})/Datastreams", f"Datastreams({sid})/Observations", f"Observations('{obs}')/Datastream"]
     return {"device_code": "scope-a-m1", "alarm_id": str(rep["alarms_raised"][0]), "path": paths}

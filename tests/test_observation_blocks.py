@@ -157,3 +157,18 @@ def test_the_migration_moves_row_readings_into_blocks_and_back(database_url: str
         rows = conn.execute(text("SELECT datastream_id, phenomenon_time, result FROM sensing_observations")).all()
     assert {(a, b): c for a, b, c in rows} == want
     engine.dispose()
+
+
+def test_one_reading_is_corrected_or_deleted_wherever_it_is(store: ObservationStore) -> None:
+    t = T0 + np.arange(10, dtype=np.int64) * 1000
+    store.insert(np.full(10, 70, dtype=np.int64), t, np.arange(10, dtype=np.float64))
+    store.compact()
+    store.insert(np.full(3, 71, dtype=np.int64), t[:3], np.ones(3))  # still in the log
+    assert store.update_result(70, int(t[4]), 44.0)
+    assert store.delete_one(70, int(t[0]))  # the block's first reading: its start time moves
+    assert store.delete_one(71, int(t[1]))  # compacted first, then cut
+    assert not store.delete_one(70, int(t[0]))
+    assert not store.update_result(70, int(t[0]) + 1, 1.0)
+    got = dict(store.series(70, limit=100))
+    assert len(got) == 9 and got[int(t[4])] == 44.0 and int(t[0]) not in got
+    assert [x for x, _ in store.series(71, limit=100, newest_first=False)] == [int(t[0]), int(t[2])]

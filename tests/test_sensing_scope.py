@@ -198,7 +198,9 @@ def test_sensorthings_shows_only_the_scope_with_expand_and_count(city: dict[str,
                            "$expand": "Datastreams($count=true)"}).json()["value"][0]
     assert sensor["Datastreams@iot.count"] == len(ds["value"])
     assert {d["name"].split("/")[0] for d in sensor["Datastreams"]} == {"B1"}
-    for path in (f"Things({things['A1']})", f"Things({things['A1']})/Datastreams", f"Locations({things['A1']})",
+    a1_loc = c.get(f"{STA}/Things({things['A1']})/Locations", headers=city["admin"]).json()["value"][0]["@iot.id"]
+    for path in (f"Things({things['A1']})", f"Things({things['A1']})/Datastreams", f"Locations({a1_loc})",
+                 f"HistoricalLocations({a1_loc})",
                  f"Datastreams({streams['A1/methane']})/Observations", f"FeaturesOfInterest({things['A1']})"):
         assert c.get(f"{STA}/{path}", headers=disp_b).status_code == 404, path
     assert c.patch(f"{STA}/Things({things['A1']})", headers=disp_b, json={"description": "x"}).status_code == 404
@@ -239,7 +241,8 @@ def test_a_moved_device_is_located_again_and_its_scope_follows(city: dict[str, A
     assert c.get("/api/v1/devices/A1", headers=admin).json()["lon"] == 106.54
     # SensorThings: the administrator moves it into street B by its Location; street B now sees it
     disp_b = _who(city, "disp_b2", ("dispatcher",), (STREET_B,))
-    loc = f"{STA}/Locations({things['A1']})"
+    loc_id = c.get(f"{STA}/Things({things['A1']})/Locations", headers=admin).json()["value"][0]["@iot.id"]
+    loc = f"{STA}/Locations({loc_id})"
     assert c.patch(loc, headers=disp_b, json={"location": {"type": "Point", "coordinates": [1, 2]}}).status_code \
         == 404
     r = c.patch(loc, headers=admin, json={"location": {"type": "Point", "coordinates": [106.58, 29.53]}})

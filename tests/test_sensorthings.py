@@ -115,7 +115,8 @@ def test_create_update_delete_and_data_array(client: TestClient, app: Any) -> No
     assert client.delete(f"{STA}/Things({thing['@iot.id']})").status_code == 200
     assert client.get(f"{STA}/Things({thing['@iot.id']})").json()["properties"]["status"] == "inactive"
     assert client.post(f"{STA}/Sensors", json={"name": "x"}).status_code == 422  # not in the catalogue
-    assert client.post(f"{STA}/FeaturesOfInterest", json={"name": "x"}).status_code == 405
+    assert client.post(f"{STA}/FeaturesOfInterest", json={"name": "x"}).status_code == 422  # no geometry
+    assert client.post(f"{STA}/HistoricalLocations", json={"time": "2026-11-23T00:00:00Z"}).status_code == 405
     assert client.post(f"{STA}/Nothing", json={"name": "x"}).status_code == 404
 
 

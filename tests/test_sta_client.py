@@ -83,3 +83,48 @@ def test_frost_client_is_refused_without_a_valid_key(http_server: str, app: Any)
     borrowed = fsc.SensorThingsService(f"{http_server}/sta/v1.1", auth_handler=fsc.AuthHandler("sta-frost", other_key))
     with pytest.raises(Exception, match=r"401|Unauthorized|登录"):
         list(borrowed.things().query().list())
+
+
+def test_frost_client_moves_a_thing_reads_its_history_and_deletes_an_observation(http_server: str, app: Any) -> None:
+    """Moving a device the two ways this client offers (a new Location created with its Thing; the Thing updated
+    with a new Location, which the client sends as PUT), then its HistoricalLocations read back with the client's
+    query API, and an Observation deleted."""
+    service = _service(http_server, app, "sta-frost-mv")
+    thing = _thing("M-frost-mv", 106.52, 29.52)
+    service.create(thing)
+    start = app.clock.fixed
+
+    app.clock.fixed = start + timedelta(minutes=10)
+    there = fsc.Location(name="新井口", description="北侧", encoding_type="application/geo+json",
+                         location=geojson.Point((106.54, 29.58)), things=[thing])
+    service.create(there)
+    assert isinstance(there.id, int)
+
+    app.clock.fixed = start + timedelta(minutes=20)
+    fetched = service.things().find(thing.id)
+    fetched.locations = [fsc.Location(name="井口三", description="南侧", encoding_type="application/geo+json",
+                                      location=geojson.Point((106.57, 29.52)))]
+    service.update(fetched)
+
+    back = service.things().find(thing.id)
+    history = list(back.get_historical_locations().query().expand("Locations").orderby("time", "ASC").list())
+    assert len(history) == 3
+    where = [list(h.locations.entities[0].location["coordinates"])[:2] for h in history]
+    assert where == [pytest.approx([106.52, 29.52]), pytest.approx([106.54, 29.58]), pytest.approx([106.57, 29.52])]
+    assert history[1].locations.entities[0].id == there.id
+    newest = list(service.historical_locations().query().filter(f"time gt {history[1].time}").list())
+    assert [h.id for h in newest] == [history[2].id]
+    (current,) = list(back.get_locations().query().list())
+    assert current.name == "井口三" and list(current.location["coordinates"])[:2] == pytest.approx([106.57, 29.52])
+    device = app.sensing.device("M-frost-mv")
+    assert (device.lon, device.lat) == (106.57, 29.52) and device.place_code.startswith("500103002")
+
+    stream = next(iter(service.things().find(thing.id).get_datastreams().query().list()))
+    when = app.clock.now() - timedelta(minutes=1)
+    obs = fsc.Observation(result=2.5, phenomenon_time=when.isoformat(), datastream=stream)
+    service.create(obs)
+    assert service.observations().find(obs.id).result == pytest.approx(2.5)
+    service.delete(obs)
+    with pytest.raises(Exception, match=r"404|Not Found"):
+        service.observations().find(obs.id)
+    assert list(stream.get_observations().query().list()) == []

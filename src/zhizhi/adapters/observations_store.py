@@ -388,3 +388,28 @@ class ObservationStore:
             conn.exec_driver_sql(f"DELETE FROM sensing_observation_blocks WHERE end_time < {ph}", (cutoff,))
         return int(gone or 0) + self._rewrite(f" WHERE start_time < {ph}", (cutoff,),
                                               lambda d, t, v: t < cutoff)
+
+    def _one(self, ds: int, t: int, value: float | None) -> bool:
+        """Change (value) or delete (None) the reading at (datastream, time); False when there is none."""
+        hit = [False]
+
+        def change(d: np.ndarray, tt: np.ndarray, v: np.ndarray) -> np.ndarray:
+            at = (d == ds) & (tt == t)
+            hit[0] = hit[0] or bool(at.any())
+            if value is None:
+                return at
+            v[at] = value
+            return np.zeros(d.size, dtype=np.bool_)
+
+        ph = self.ph
+        self._rewrite(f" WHERE stream_group = {ph} AND start_time <= {ph} AND end_time >= {ph}",
+                      (int(ds) >> GROUP_BITS, int(t), int(t)), change)
+        return hit[0]
+
+    def update_result(self, ds: int, t: int, v: float) -> bool:
+        """Set the result of one stored reading; False when there is none at (datastream, time)."""
+        return self._one(int(ds), int(t), float(v))
+
+    def delete_one(self, ds: int, t: int) -> bool:
+        """Delete one stored reading; False when there is none at (datastream, time)."""
+        return self._one(int(ds), int(t), None)

@@ -125,3 +125,24 @@ class AlarmStepRow(Base):
     by: Mapped[str] = mapped_column(String(100))
     note: Mapped[str] = mapped_column(Text, default="")
     value: Mapped[float | None] = mapped_column(Float)
+
+
+class DeviceLocationRow(Base):
+    """Where a device was from `time` on (a SensorThings Location and HistoricalLocation, one row each move).
+
+    Written at registration and at every move, in the transaction of the move; the device's current position
+    is its newest row (by time, then id). A row without a device is a Location a client created on its own,
+    not yet linked to a Thing.
+    """
+
+    __tablename__ = "sensing_device_locations"
+    __table_args__ = (Index("ix_sensing_device_locations_device_time", "device_id", "time"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("sensing_devices.id", ondelete="CASCADE"))
+    time: Mapped[datetime] = mapped_column(UtcDateTime)
+    lon: Mapped[float] = mapped_column(Float)
+    lat: Mapped[float] = mapped_column(Float)
+    place_code: Mapped[str | None] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    description: Mapped[str] = mapped_column(Text, default="")

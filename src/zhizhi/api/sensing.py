@@ -132,6 +132,14 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
     def retire_device(device_code: DeviceCode, principal: CurrentPrincipal) -> dict[str, Any]:
         return device_out(ScopedSensing(sensing, principal).retire_device(device_code))
 
+    @app.get("/api/v1/devices/{device_code}/history", operation_id="device_history", tags=["sensing"])
+    def device_history(device_code: DeviceCode, principal: CurrentPrincipal) -> dict[str, Any]:
+        """Where the device has been: one entry per position, newest first (registration, then every move)."""
+        rows = ScopedSensing(sensing, principal).history(device_code)
+        return {"device": device_code, "items": [
+            {"location_id": r.id, "time": r.time.isoformat(), "lon": r.lon, "lat": r.lat, "place_code": r.place_code}
+            for r in rows]}
+
     @app.get("/api/v1/devices/{device_code}/observations", operation_id="device_observations", tags=["sensing"])
     def device_observations(device_code: DeviceCode, principal: CurrentPrincipal,
                             quantity: Annotated[str | None, Query(description=(

@@ -1,18 +1,23 @@
 """The OGC SensorThings API v1.1 at /sta/v1.1, over the same device and observation tables.
 
-Mapping: a device is a Thing (its position is its Location, its registration its HistoricalLocation, its
-position also the FeatureOfInterest of its observations); a device type is a Sensor; a quantity an
-ObservedProperty; one quantity of one device a Datastream; a stored reading an Observation, with the id
-'<datastream>-<epoch ms>'. Query options: $filter, $expand (nested, with options), $select, $orderby, $top,
-$skip, $count; paging with @iot.nextLink. Creating: Things (deep insert of Locations; the Datastreams follow
-from the device type), Observations, and the dataArray extension at /CreateObservations — readings go through
-the same validated ingest as every other path. PATCH and DELETE on Things (DELETE retires the device). A device
-that moves gets its new position by PATCH of its Thing (with Locations), Location or FeatureOfInterest, or by
-POST Things(id)/Locations; it is located again in the place hierarchy.
+Mapping: a device is a Thing; every position it has held (registration, then each move) is one row of its
+location history, which is both a Location and a HistoricalLocation (same id), the Thing's Location being its
+newest; its current position is also the FeatureOfInterest of its observations (id: the device's). A device
+type is a Sensor; a quantity an ObservedProperty; one quantity of one device a Datastream; a stored reading an
+Observation, with the id '<datastream>-<epoch ms>'. Query options: $filter, $expand (nested, with options),
+$select, $orderby, $top, $skip, $count; paging with @iot.nextLink. Creating: Things (deep insert of Locations;
+the Datastreams follow from the device type), Locations (on their own, or with their Thing: a move), Observations
+and the dataArray extension at /CreateObservations — readings go through the same validated ingest as every other
+path; FeaturesOfInterest and Sensors/ObservedProperties answer with the device's or the catalogue's entry.
+PATCH (merge or JSON Patch; PUT taken alike) on Things, Locations, FeaturesOfInterest and Observations; DELETE on
+Things (retires the device), Observations and Locations no device holds. Every move (PATCH of a Thing with
+Locations, of its Location or FeatureOfInterest, POST Things(id)/Locations, linking a Location) locates the
+device again and writes a history row in the move's transaction. docs/sensing.md has the whole mapping.
 
 Everything is seen through the caller's sensing scope (`ScopedSensing`): collections, navigation, $expand and
 $count hold only the devices (and their datastreams and observations) in scope; an entity outside it answers
-404 like an unknown one; creating needs `manage_devices` (Things) or `ingest_observations` (Observations).
+404 like an unknown one; creating needs `manage_devices` (Things, Locations) or `ingest_observations`
+(Observations); changing or deleting a reading needs `manage_devices`.
 Sensors and ObservedProperties are the catalogue (device types and quantities), the same for every reader.
 """
 
@@ -25,6 +30,7 @@ from urllib.parse import urlencode
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from zhizhi.adapters.orm_sensing import DeviceLocationRow
 from zhizhi.api.deps import CurrentPrincipal
 from zhizhi.domain.access import Principal, require
 from zhizhi.domain.devices import Device
@@ -65,6 +71,9 @@ class Sta:
         self.types = list(self.s.catalogue.device_types)
         self.quantities = list(self.s.catalogue.quantities)
         self._mask: Any = False  # computed on first use: None = the whole city
+        self._rows: dict[int, DeviceLocationRow] | None = None
+        self._now: dict[int, DeviceLocationRow] | None = None
+        self._by_id: dict[int | None, Device] | None = None
 
     def _in_scope(self) -> list[int]:
         """Indices of the devices in the caller's scope (one SQL query per request)."""
@@ -89,14 +98,16 @@ class Sta:
             "type": d.type, "scene": d.scene, "model": d.model, "place_code": d.place_code,
             "district_code": d.district_code, "department_code": d.department_code, "status": d.status.value}})
 
-    def location(self, d: Device) -> dict[str, Any]:
-        return self._links("Locations", d.id, {"name": f"{d.code} location", "description": d.place_code or "",
-                                               "encodingType": "application/geo+json",
-                                               "location": {"type": "Point", "coordinates": [d.lon, d.lat]}})
+    def location(self, row: DeviceLocationRow) -> dict[str, Any]:
+        d = self._device_of(row)
+        return self._links("Locations", int(row.id), {
+            "name": row.name or (f"{d.code} location" if d else f"location {row.id}"),
+            "description": row.description or row.place_code or "", "encodingType": "application/geo+json",
+            "location": {"type": "Point", "coordinates": [row.lon, row.lat]},
+            "properties": {"place_code": row.place_code}})
 
-    def historical(self, d: Device) -> dict[str, Any]:
-        return self._links("HistoricalLocations", d.id,
-                           {"time": d.registered_at.isoformat() if d.registered_at else None})
+    def historical(self, row: DeviceLocationRow) -> dict[str, Any]:
+        return self._links("HistoricalLocations", int(row.id), {"time": _iso(row.time)})
 
     def feature(self, d: Device) -> dict[str, Any]:
         return self._links("FeaturesOfInterest", d.id, {"name": d.code, "description": d.place_code or "",
@@ -135,6 +146,51 @@ class Sta:
                 return i, self.s.devices[i]
         raise NotFound(f"实体不存在 / no entity with id {key}")
 
+    def _locations(self) -> dict[int, DeviceLocationRow]:
+        """The location rows this caller sees, by id, newest first (one SQL query per request)."""
+        if self._rows is None:
+            self._rows = {int(r.id): r for r in self.scoped.locations()}
+        return self._rows
+
+    def _current(self) -> dict[int, DeviceLocationRow]:
+        """Each device's current location row (its newest), by device id."""
+        if self._now is None:
+            self._now = {}
+            for r in self._locations().values():
+                if r.device_id is not None:
+                    self._now.setdefault(int(r.device_id), r)
+        return self._now
+
+    def _location_row(self, key: Any) -> DeviceLocationRow:
+        if self._rows is None:  # one entity: one row read, not the whole history of the scope
+            try:
+                return self.scoped.location(_int(key))
+            except NotFound:
+                raise NotFound(f"实体不存在 / no entity with id {key}") from None
+        row = self._rows.get(_int(key))
+        if row is None:
+            raise NotFound(f"实体不存在 / no entity with id {key}")
+        return row
+
+    def _history_of(self, device_id: int) -> list[DeviceLocationRow]:
+        """One device's location rows, newest first (from the request's cache when it holds them all)."""
+        if self._rows is None:
+            return self.scoped.locations(device_id)
+        return [r for r in self._rows.values() if r.device_id == device_id]
+
+    def _current_of(self, device_id: int) -> DeviceLocationRow | None:
+        if self._now is None and self._rows is None:
+            rows = self.scoped.locations(device_id)
+            return rows[0] if rows else None
+        return self._current().get(device_id)
+
+    def _device_of(self, row: DeviceLocationRow) -> Device | None:
+        if row.device_id is None:
+            return None
+        if self._by_id is None:
+            self._by_id = {d.id: d for d in self.s.devices}
+        return self._by_id.get(int(row.device_id))
+
     def _streams(self) -> list[tuple[int, int, str]]:
         rows = []
         for di in self._in_scope():
@@ -155,9 +211,9 @@ class Sta:
         if es == "Things":
             return [self.thing(d) for d in devs]
         if es == "Locations":
-            return [self.location(d) for d in devs]
-        if es == "HistoricalLocations":
-            return [self.historical(d) for d in devs]
+            return [self.location(r) for r in self._locations().values()]
+        if es == "HistoricalLocations":  # newest first
+            return [self.historical(r) for r in self._locations().values() if r.device_id is not None]
         if es == "FeaturesOfInterest":
             return [self.feature(d) for d in devs]
         if es == "Sensors":
@@ -171,10 +227,16 @@ class Sta:
         raise NotFound(f"未知实体集 {es} / unknown entity set")
 
     def one(self, es: str, key: Any) -> dict[str, Any]:
-        if es in ("Things", "Locations", "HistoricalLocations", "FeaturesOfInterest"):
+        if es in ("Things", "FeaturesOfInterest"):
             _, d = self._device_by_id(key)
-            return {"Things": self.thing, "Locations": self.location, "HistoricalLocations": self.historical,
-                    "FeaturesOfInterest": self.feature}[es](d)
+            return self.thing(d) if es == "Things" else self.feature(d)
+        if es == "Locations":
+            return self.location(self._location_row(key))
+        if es == "HistoricalLocations":
+            row = self._location_row(key)
+            if row.device_id is None:  # a Location no Thing has held is no one's history
+                raise NotFound(f"实体不存在 / no entity with id {key}")
+            return self.historical(row)
         if es in ("Sensors", "ObservedProperties"):
             i = _int(key) - 1
             n = len(self.types) if es == "Sensors" else len(self.quantities)
@@ -198,15 +260,34 @@ class Sta:
         if nav not in NAV.get(es, {}):
             raise NotFound(f"{es} 没有导航属性 {nav} / no navigation property {nav}")
         target, many = NAV[es][nav]
-        if es in ("Things", "Locations", "HistoricalLocations", "FeaturesOfInterest"):
+        if es in ("Locations", "HistoricalLocations"):
+            row = self._location_row(key)
+            holder = self._device_of(row)
+            if nav == "Thing":  # HistoricalLocations(x)/Thing: whose position it was
+                if holder is None:
+                    raise NotFound("实体不存在 / not found")
+                out: list[dict[str, Any]] = [self.thing(holder)]
+            elif nav == "Things":  # the Thing whose Location this is now (a past position has none)
+                cur = self._current_of(int(row.device_id or 0))
+                out = [self.thing(holder)] if holder and cur is not None and cur.id == row.id else []
+            elif nav == "HistoricalLocations":
+                out = [self.historical(row)] if holder else []
+            else:  # HistoricalLocations(x)/Locations
+                out = [self.location(row)]
+        elif es in ("Things", "FeaturesOfInterest"):
             di, d = self._device_by_id(key)
             if target == "Datastreams":
-                out: list[dict[str, Any]] = [self.datastream(*st) for st in self._streams() if st[1] == di]
+                out = [self.datastream(*st) for st in self._streams() if st[1] == di]
             elif target == "Observations":
                 out = []
                 for sid, sdi, _ in self._streams():
                     if sdi == di:
                         out.extend(self.observation(sid, t, v) for t, v in self.s.store.series(sid, limit=MAX_TOP))
+            elif target == "Locations":
+                cur = self._current_of(int(d.id or 0))
+                out = [self.location(cur)] if cur is not None else []
+            elif target == "HistoricalLocations":
+                out = [self.historical(r) for r in self._history_of(int(d.id or 0))]
             else:
                 out = [self.one(target, d.id)]
         elif es == "Datastreams":
@@ -277,6 +358,8 @@ class Sta:
 
     # ---------------------------------------------------------------- query options
     def query(self, es: str, items: list[dict[str, Any]], opts: dict[str, str], url: str) -> dict[str, Any]:
+        if len(items) > 1 and "Location" in opts.get("$expand", ""):
+            self._locations()  # many entities expand positions: read the scope's rows once, not once each
         if "$filter" in opts:
             pred = compile_filter(opts["$filter"])
             items = [e for e in items if pred(e)]
@@ -468,13 +551,19 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
             body = _object(await _json_body(request))
             entity = await asyncio.to_thread(_create_datastream, api, segs[0][1], body)
         elif len(segs) == 2 and segs[0][0] == "Things" and segs[1] == ("Locations", None):
-            # a new Location for a Thing: the device has moved
+            # a new Location for a Thing (or an existing one linked to it): the device has moved
             require(principal, "manage_devices")
             body = _object(await _json_body(request))
             _, d = api._device_by_id(segs[0][1])
-            lon, lat = _point(body.get("location"))
-            await asyncio.to_thread(api.scoped.update_device, d.code, lon=lon, lat=lat)
-            entity = api.location(d)
+            entity = await asyncio.to_thread(_move_to, api, d, body)
+        elif segs == [("Locations", None)]:
+            require(principal, "manage_devices")
+            body = _object(await _json_body(request))
+            entity = await asyncio.to_thread(_create_location, api, body)
+        elif segs == [("FeaturesOfInterest", None)]:
+            require(principal, "manage_devices")
+            body = _object(await _json_body(request))
+            entity = await asyncio.to_thread(_feature_for, api, body)
         elif segs[-1] == ("Observations", None) and (len(segs) == 1 or segs[0][0] == "Datastreams"):
             require(principal, "ingest_observations")
             body = await _json_body(request)
@@ -482,50 +571,65 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
                 body = {**_object(body), "Datastream": {"@iot.id": segs[0][1]}}
             entity = await asyncio.to_thread(_create_observation, api, body)
         else:
-            # a known resource that this server does not create (it follows from the catalogue or the device):
-            # 405, a client error, not a server fault
+            # a known resource that this server does not create (HistoricalLocations are written by the server at
+            # each move; the rest follows from the catalogue or the device): 405, a client error, not a fault
             return JSONResponse({"type": "about:blank", "title": "Method Not Allowed", "status": 405,
                                  "detail": f"创建 {path[:60]} 尚不支持 / creating {path[:60]} is not supported: "
-                                           "Things, Locations of a Thing, Datastreams, Sensors, ObservedProperties "
-                                           "and Observations can be created"}, status_code=405,
+                                           "Things, Locations, FeaturesOfInterest (a device's position), "
+                                           "Datastreams, Sensors, ObservedProperties and Observations can be "
+                                           "created; HistoricalLocations are recorded at each move"},
+                                status_code=405,
                                 headers={"Allow": "GET"}, media_type="application/problem+json")
         return JSONResponse(entity, status_code=201, headers={"Location": entity["@iot.selfLink"]})
 
+    @app.put(ROOT + "/{path:path}", operation_id="sta_replace", tags=["sensorthings"])
+    async def put(path: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
+        """PUT (what some clients, FROST's Python client among them, send to update): the entity as the body,
+        taken like a PATCH of everything it gives (what the model derives — ids, links — is ignored)."""
+        return await patch(path, request, principal)
+
     @app.patch(ROOT + "/{path:path}", operation_id="sta_update", tags=["sensorthings"])
     async def patch(path: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
+        """PATCH with a JSON merge body, or with a JSON Patch (application/json-patch+json: a list of operations,
+        applied to the entity as this caller sees it)."""
         import asyncio
 
         api = sta(request, principal)
         segs = _parse_path(path)
-        await asyncio.to_thread(api.walk, segs)  # out of scope or unknown: 404 before the body is read
-        movable = ("Things", "Locations", "FeaturesOfInterest")
-        if len(segs) != 1 or segs[0][0] not in movable or segs[0][1] is None:
-            raise ValidationFailed("只能更新 Things、Locations、FeaturesOfInterest / only Things, Locations and "
-                                   "FeaturesOfInterest can be updated (the rest follows from the catalogue)")
+        walked = await asyncio.to_thread(api.walk, segs)  # out of scope or unknown: 404 before the body is read
+        editable = ("Things", "Locations", "FeaturesOfInterest", "Observations")
+        if len(segs) != 1 or segs[0][0] not in editable or segs[0][1] is None:
+            raise ValidationFailed("只能更新 Things、Locations、FeaturesOfInterest、Observations / only Things, "
+                                   "Locations, FeaturesOfInterest and Observations can be updated (the rest follows "
+                                   "from the catalogue; HistoricalLocations are the record of moves)")
         require(principal, "manage_devices")
-        body = _object(await _json_body(request))
-        es = segs[0][0]
-        _, d = api._device_by_id(segs[0][1])
-        if es == "Locations" and "location" in body:
-            lon, lat = _point(body["location"])
-            await asyncio.to_thread(api.scoped.update_device, d.code, lon=lon, lat=lat)
-            return api.location(d)
-        if es == "FeaturesOfInterest" and "feature" in body:
-            lon, lat = _point(body["feature"])
-            await asyncio.to_thread(api.scoped.update_device, d.code, lon=lon, lat=lat)
+        raw = await _json_body(request)
+        if "json-patch" in request.headers.get("content-type", ""):
+            raw = _json_patch(walked[2], raw)
+        body = _object(raw)
+        es, key = segs[0]
+        if es == "Observations":
+            return await asyncio.to_thread(_update_observation, api, key, body)
+        if es == "Locations":
+            return await asyncio.to_thread(_update_location, api, key, body)
+        _, d = api._device_by_id(key)
+        if es == "FeaturesOfInterest":
+            if "feature" in body:
+                lon, lat = _point(body["feature"])
+                if (lon, lat) != (d.lon, d.lat):
+                    await asyncio.to_thread(api.scoped.move_device, d.code, lon, lat)
             return api.feature(d)
-        if es != "Things":
-            raise ValidationFailed(f"{es} 只能更新位置 / only the position of a {es} can be updated")
         props = body.get("properties") or {}
-        moved: dict[str, float] = {}
         if body.get("Locations"):
             locs = body["Locations"]
-            moved = dict(zip(("lon", "lat"), _point(locs[0].get("location") if isinstance(locs, list)
-                                                   and isinstance(locs[0], dict) else None), strict=True))
+            if not isinstance(locs, list) or len(locs) != 1 or not isinstance(locs[0], dict):
+                raise ValidationFailed("Thing 只有一个位置：Locations 应为一个元素的数组 / a Thing has one Location: "
+                                       "give Locations as an array of one")
+            await asyncio.to_thread(_move_to, api, d, locs[0])
         await asyncio.to_thread(functools.partial(
             api.scoped.update_device, d.code, name=body.get("description"), status=props.get("status"),
             department_code=props.get("department_code"), model=props.get("model"),
-            rule_overrides=props.get("rule_overrides"), **moved))
+            rule_overrides=props.get("rule_overrides")))
         return api.thing(zz.sensing.device(d.code))
 
     @app.delete(ROOT + "/{path:path}", operation_id="sta_delete", tags=["sensorthings"])
@@ -533,11 +637,26 @@ def install(app: FastAPI, zz: Zhizhi) -> None:
         api = sta(request, principal)
         segs = _parse_path(path)
         api.walk(segs)
-        if len(segs) != 1 or segs[0][0] != "Things" or segs[0][1] is None:
-            raise ValidationFailed("只能删除（停用）Things / only Things can be deleted (retired)")
-        _, d = api._device_by_id(segs[0][1])
-        api.scoped.retire_device(d.code)
+        if len(segs) != 1 or segs[0][0] not in ("Things", "Observations", "Locations") or segs[0][1] is None:
+            raise ValidationFailed("只能删除 Things（停用）、Observations 和未关联的 Locations / only Things "
+                                   "(retired), Observations and Locations that no Thing has held can be deleted")
+        es, key = segs[0]
+        if es == "Observations":
+            sid, t = _obs_key(key)
+            api.scoped.delete_observation(sid, t)
+        elif es == "Locations":
+            api.scoped.delete_location(_int(key))
+        else:
+            _, d = api._device_by_id(key)
+            api.scoped.retire_device(d.code)
         return Response(status_code=200)
+
+
+def _iso(at: Any) -> str | None:
+    """A time as ISO 8601 in UTC with milliseconds: one fixed width, so the strings sort as the times do."""
+    from datetime import UTC
+
+    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z") if at else None
 
 
 def _point(geometry: Any) -> tuple[float, float]:
@@ -549,6 +668,150 @@ def _point(geometry: Any) -> tuple[float, float]:
         return lon, lat
     except (KeyError, TypeError, ValueError, IndexError):
         raise ValidationFailed("位置应为 GeoJSON Point / the location must be a GeoJSON Point") from None
+
+
+def _move_to(api: Sta, d: Device, loc: dict[str, Any]) -> dict[str, Any]:
+    """Give a Thing a Location: a new one (inline, with a Point) or an existing one by @iot.id. Either is a move
+    of the device, recorded as a new HistoricalLocation. A Location no device holds yet becomes this device's;
+    one that another device holds (or this one held before) lends its position to a new Location. The Thing's
+    own current Location given back unchanged (as a PUT of the whole Thing does) is no move."""
+    if "@iot.id" in loc:
+        row = api.scoped.location(_int(loc["@iot.id"]))
+        current = api._current_of(int(d.id or 0))
+        point = _point(loc["location"]) if "location" in loc else (row.lon, row.lat)
+        if point != (row.lon, row.lat):
+            raise ValidationFailed("按 @iot.id 关联位置时不能同时改其坐标 / a Location linked by @iot.id cannot be "
+                                   "changed in the same request: PATCH the Location, or give a new one without id")
+        if current is not None and current.id == row.id:
+            return api.location(row)  # already there
+        new_id = api.scoped.move_device(d.code, row.lon, row.lat,
+                                        link=int(row.id) if row.device_id is None else None,
+                                        name=row.name, description=row.description)
+    else:
+        lon, lat = _point(loc.get("location"))
+        new_id = api.scoped.move_device(d.code, lon, lat, name=str(loc.get("name") or ""),
+                                        description=str(loc.get("description") or ""))
+    api._rows = api._now = None
+    return api.location(api.scoped.location(new_id))
+
+
+def _create_location(api: Sta, body: dict[str, Any]) -> dict[str, Any]:
+    """POST Locations: stored on its own; with `Things` (one, by @iot.id) it is at once that Thing's Location."""
+    things = body.get("Things") or []
+    if not isinstance(things, list) or len(things) > 1 or any(not isinstance(t, dict) or "@iot.id" not in t
+                                                               for t in things):
+        raise ValidationFailed("Location 只能关联一个已有 Thing（按 @iot.id）/ a Location is linked to at most one "
+                               "existing Thing, by @iot.id (a device has one position)")
+    lon, lat = _point(body.get("location"))
+    devices = [api._device_by_id(t["@iot.id"])[1] for t in things]  # unknown or out of scope: 404 first
+    row = api.scoped.create_location(lon, lat, str(body.get("name") or ""), str(body.get("description") or ""))
+    if devices:
+        return _move_to(api, devices[0], {"@iot.id": row.id})
+    api._rows = api._now = None
+    return api.location(api.scoped.location(int(row.id)))
+
+
+def _update_location(api: Sta, key: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """PATCH Locations(x): a Location no device holds is edited; a device's current Location moves the device
+    (the Location keeps its id, the former position is kept as a HistoricalLocation of its own); a device's
+    former position is history and is not changed."""
+    row = api._location_row(key)
+    point = _point(body["location"]) if "location" in body else None
+    if row.device_id is None:
+        api.scoped.update_location(int(row.id), lon=point[0] if point else None, lat=point[1] if point else None,
+                                   name=body.get("name"), description=body.get("description"))
+    elif point is not None and point != (row.lon, row.lat):
+        d = api._device_of(row)
+        current = api._current_of(int(row.device_id))
+        if d is None or current is None or current.id != row.id:
+            raise ValidationFailed("这是设备以前的位置，属于历史，不能修改 / this is a former position of a device: it "
+                                   "is history and cannot be changed")
+        api.scoped.move_device(d.code, point[0], point[1], keep_id=True, name=str(body.get("name") or ""),
+                               description=str(body.get("description") or ""))
+    elif any(body.get(k) not in (None, api.location(row)[k]) for k in ("name", "description")):
+        raise ValidationFailed("设备的位置只能通过移动改变 / a device's Location changes only by a move (give a new "
+                               "`location`)")
+    api._rows = api._now = None
+    return api.location(api.scoped.location(int(row.id)))
+
+
+def _update_observation(api: Sta, key: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """PATCH Observations(x): its result. Its time is its identity here, so a new phenomenonTime is refused."""
+    sid, t = _obs_key(key)
+    if "phenomenonTime" in body:
+        from zhizhi.sensing.ingest import _parse_iso
+
+        given = _sta_time(body["phenomenonTime"])
+        try:
+            same = (given if isinstance(given, int) else int(_parse_iso(given))) == t
+        except (TypeError, ValueError, AttributeError):
+            same = False
+        if not same:
+            raise ValidationFailed("读数的时间即其标识，不能修改：请删除后重新创建 / an Observation's "
+                                   "phenomenonTime is its identity here: delete it and create a new one")
+    unknown = sorted(set(body) - {"result", "phenomenonTime", "resultTime", "@iot.id"})
+    if unknown:
+        raise ValidationFailed(f"只能更新 result / only the result of an Observation can be updated: {unknown}")
+    if "result" in body:
+        try:
+            value = float(body["result"])
+        except (TypeError, ValueError):
+            raise ValidationFailed("result 应为数值 / the result must be a number") from None
+        api.scoped.update_observation(sid, t, value)
+    rows = api.s.store.series(sid, t, t, limit=1)
+    if not rows:
+        raise NotFound(f"Observation {key} 不存在 / not found")
+    return api.observation(sid, rows[0][0], rows[0][1])
+
+
+def _feature_for(api: Sta, body: dict[str, Any]) -> dict[str, Any]:
+    """POST FeaturesOfInterest: here a FeatureOfInterest is a device's position, so a client that creates one
+    for a device's readings is given that device's (the one in its scope at that point); anything else is
+    refused with the reason."""
+    lon, lat = _point(body.get("feature"))
+    for i in api._in_scope():
+        d = api.s.devices[i]
+        if abs(d.lon - lon) < 1e-7 and abs(d.lat - lat) < 1e-7:
+            return api.feature(d)
+    raise ValidationFailed("此处没有设备：FeatureOfInterest 即设备的位置，随设备登记和移动 / no device stands at "
+                           "this point: a FeatureOfInterest here is a device's position; register or move a Thing "
+                           "there instead")
+
+
+def _json_patch(entity: Any, ops: Any) -> dict[str, Any]:
+    """Apply a JSON Patch (RFC 6902: add, replace, remove, test) to the entity as the caller sees it; the
+    result is then taken as a merge body. A malformed or failing patch is a 422 that says which operation."""
+    import copy
+
+    if not isinstance(entity, dict) or not isinstance(ops, list):
+        raise ValidationFailed("JSON Patch 应为操作数组 / a JSON Patch is an array of operations")
+    doc = copy.deepcopy(entity)
+    for n, op in enumerate(ops):
+        try:
+            kind, parts = op["op"], [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+            parent: Any = doc
+            for p in parts[:-1]:
+                parent = parent[int(p)] if isinstance(parent, list) else parent[p]
+            last: Any = parts[-1]
+            if isinstance(parent, list):
+                last = len(parent) if last == "-" else int(last)
+            if kind == "test":
+                if parent[last] != op["value"]:
+                    raise ValidationFailed(f"JSON Patch 第 {n} 项 test 不成立 / operation {n}: test failed")
+            elif kind == "remove":
+                del parent[last]
+            elif kind in ("add", "replace"):
+                if isinstance(parent, list) and kind == "add":
+                    parent.insert(last, op["value"])
+                else:
+                    parent[last] = op["value"]
+            else:
+                raise ValidationFailed(f"不支持的 JSON Patch 操作 {kind!r} / unsupported operation {kind!r}: use add, "
+                                       "replace, remove or test")
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+            raise ValidationFailed(f"JSON Patch 第 {n} 项无效 / operation {n} is invalid or its path does not "
+                                   "exist") from None
+    return {k: v for k, v in doc.items() if "@iot." not in k}
 
 
 def _object(body: Any) -> dict[str, Any]:
@@ -633,6 +896,7 @@ def _create_observation(api: Sta, body: dict[str, Any]) -> dict[str, Any]:
     from zhizhi.sensing.ingest import dt_to_ms
 
     reading = _reading(api, _int(ds), body.get("phenomenonTime"), body.get("result"))
+    _check_feature(api, _int(ds), body.get("FeatureOfInterest"))
     if reading["time"] is None:
         reading["time"] = dt_to_ms(api.s.ctx.clock.now())
     report = api.scoped.ingest([reading])
@@ -644,6 +908,27 @@ def _create_observation(api: Sta, body: dict[str, Any]) -> dict[str, Any]:
 
     t = reading["time"] if isinstance(reading["time"], int) else _parse_iso(reading["time"])
     return api.observation(_int(ds), int(t), float(reading["value"]))
+
+
+def _check_feature(api: Sta, sid: int, foi: Any) -> None:
+    """An Observation's FeatureOfInterest is its device's position: one given with it (by @iot.id, or inline)
+    must be that one, else the reading is refused with the reason (it is never silently re-pointed)."""
+    if foi is None:
+        return
+    _, di, _ = api._stream(sid)
+    d = api.s.devices[di]
+    if not isinstance(foi, dict):
+        raise ValidationFailed("FeatureOfInterest 应为对象 / the FeatureOfInterest must be an object")
+    if "@iot.id" in foi and "feature" not in foi:
+        if str(foi["@iot.id"]) != str(d.id):
+            raise ValidationFailed(f"读数的 FeatureOfInterest 即设备 {d.code} 的位置（{d.id}）/ the "
+                                   "FeatureOfInterest of this Datastream's readings is its device's position, "
+                                   f"FeaturesOfInterest({d.id})")
+        return
+    lon, lat = _point(foi.get("feature"))
+    if abs(d.lon - lon) > 1e-7 or abs(d.lat - lat) > 1e-7:
+        raise ValidationFailed(f"FeatureOfInterest 与设备 {d.code} 的位置不同：请先移动设备 / the FeatureOfInterest "
+                               "differs from the device's position: move the Thing first")
 
 
 def _data_array(api: Sta, body: list[dict[str, Any]]) -> list[str]:

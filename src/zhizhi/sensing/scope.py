@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select, tr
 
 from zhizhi.adapters import audit_log
 from zhizhi.adapters.orm import CaseRow, PlaceRow
-from zhizhi.adapters.orm_sensing import AlarmRow, DatastreamRow, DeviceRow
+from zhizhi.adapters.orm_sensing import AlarmRow, DatastreamRow, DeviceLocationRow, DeviceRow
 from zhizhi.adapters.repository import scope_clause
 from zhizhi.domain.access import Forbidden, Principal, Scope, may, require, scope_of, sensing_scope_of
 from zhizhi.domain.alarms import Alarm, AlarmState
@@ -39,16 +39,32 @@ def places_under(places: tuple[str, ...]) -> Select[Any]:
     return select(walk.c.code)
 
 
-def device_clause(scope: Scope) -> ColumnElement[bool]:
-    """The SQL condition on `DeviceRow` of a scope: grid under a listed place, and owner a listed department."""
+def device_clause(scope: Scope, under: Select[Any] | None = None) -> ColumnElement[bool]:
+    """The SQL condition on `DeviceRow` of a scope: grid under a listed place, and owner a listed department.
+    `under`: the scope's `places_under`, when the caller's statement uses it elsewhere too (one CTE)."""
     if scope.nothing:
         return false()
     conds: list[ColumnElement[bool]] = []
     if scope.places:
-        conds.append(DeviceRow.place_code.in_(places_under(scope.places)))
+        conds.append(DeviceRow.place_code.in_(under if under is not None else places_under(scope.places)))
     if scope.departments:
         conds.append(DeviceRow.department_code.in_(list(scope.departments)))
     return and_(*conds) if conds else true()
+
+
+def location_clause(scope: Scope) -> ColumnElement[bool]:
+    """The SQL condition on `DeviceLocationRow`: the positions of the devices in scope, and the Locations no
+    device holds yet that lie in the scope's places."""
+    if scope.unlimited:
+        return true()
+    if scope.nothing:
+        return false()
+    under = places_under(scope.places) if scope.places else None
+    linked = DeviceLocationRow.device_id.in_(select(DeviceRow.id).where(device_clause(scope, under)))
+    loose: ColumnElement[bool] = DeviceLocationRow.device_id.is_(None)
+    if under is not None:
+        loose = and_(loose, DeviceLocationRow.place_code.in_(under))
+    return or_(linked, loose)
 
 
 def alarm_clause(principal: Principal, scope: Scope) -> ColumnElement[bool]:
@@ -216,6 +232,77 @@ class ScopedSensing:
         self._audit([("device.update", f"device:{code}", {"fields": fields, "place": device.place_code})])
         return device
 
+    def move_device(self, code: str, lon: float, lat: float, *, link: int | None = None, keep_id: bool = False,
+                    name: str = "", description: str = "") -> int:
+        """Move a device in scope (see `SensingService.move_device`); the id of its now current location row."""
+        self._visible(code)
+        require(self.principal, "manage_devices")
+        if link is not None:
+            self.location(link)  # a Location outside the scope is as unknown
+        device, location_id = self.s.move_device(code, lon, lat, admit=None if self.scope.unlimited
+                                                 else self._admit_new, link=link, keep_id=keep_id, name=name,
+                                                 description=description)
+        self._audit([("device.update", f"device:{code}", {"fields": ["lon", "lat"], "place": device.place_code,
+                                                          "location": location_id})])
+        return location_id
+
+    # ------------------------------------------------------------------ locations
+    def history(self, code: str) -> list[DeviceLocationRow]:
+        """Every position of a device in scope, newest first (its registration is the oldest)."""
+        d = self.device(code)
+        return self.s.location_history(d.id or 0)
+
+    def locations(self, device_id: int | None = None) -> list[DeviceLocationRow]:
+        """The location rows in scope (every position of every device, and loose Locations), or one device's
+        positions, newest first. Checks no permission: out of scope must answer 404 before a 403, so the
+        caller requires `read_sensing` once it knows the entity exists for this principal (as /sta does)."""
+        stmt = select(DeviceLocationRow).where(location_clause(self.scope))
+        if device_id is not None:
+            stmt = stmt.where(DeviceLocationRow.device_id == device_id)
+        with self.s.sessions() as sess:
+            return list(sess.scalars(stmt.order_by(DeviceLocationRow.time.desc(), DeviceLocationRow.id.desc())))
+
+    def location(self, location_id: int) -> DeviceLocationRow:
+        """One location row in scope, or `NotFound` (unknown and out of scope alike)."""
+        with self.s.sessions() as sess:
+            row = sess.scalars(select(DeviceLocationRow).where(DeviceLocationRow.id == location_id,
+                                                               location_clause(self.scope))).first()
+        if row is None:
+            raise NotFound(f"位置 {location_id} 不存在 / Location not found")
+        return row
+
+    def _admit_place(self, grid: str | None) -> DomainError | None:
+        if self.scope.unlimited:
+            return None
+        if not self.scope.nothing and not self.scope.places:
+            return None
+        if grid is not None and self.scope.places:
+            with self.s.sessions() as sess:
+                under = places_under(self.scope.places).subquery()
+                if sess.scalar(select(under.c.code).where(under.c.code == grid)) is not None:
+                    return None
+        return Forbidden("位置不在您的管辖范围 / the Location lies outside your scope", field="location")
+
+    def create_location(self, lon: float, lat: float, name: str = "", description: str = "") -> DeviceLocationRow:
+        require(self.principal, "manage_devices")
+        row = self.s.create_location(lon, lat, name, description, admit=self._admit_place)
+        self._audit([("location.create", f"location:{row.id}", {"place": row.place_code})])
+        return row
+
+    def update_location(self, location_id: int, **changes: Any) -> DeviceLocationRow:
+        self.location(location_id)
+        require(self.principal, "manage_devices")
+        row = self.s.update_location(location_id, admit=self._admit_place, **changes)
+        self._audit([("location.update", f"location:{location_id}",
+                      {"fields": sorted(k for k, v in changes.items() if v is not None), "place": row.place_code})])
+        return row
+
+    def delete_location(self, location_id: int) -> None:
+        self.location(location_id)
+        require(self.principal, "manage_devices")
+        self.s.delete_location(location_id)
+        self._audit([("location.delete", f"location:{location_id}", None)])
+
     def retire_device(self, code: str) -> Device:
         self._visible(code)
         require(self.principal, "manage_devices")
@@ -256,6 +343,28 @@ class ScopedSensing:
         with self.s.db.connect() as conn:
             ids = [int(x) for x in conn.execute(self.datastream_ids()).scalars()]
         return self.s.store.recent(limit, ids)
+
+    def _visible_stream(self, sid: int) -> None:
+        if not self.scope.unlimited:
+            with self.s.sessions() as sess:
+                hit = sess.scalar(select(DatastreamRow.id).where(DatastreamRow.id == sid,
+                                                                 DatastreamRow.id.in_(self.datastream_ids())))
+            if hit is None:
+                raise NotFound(f"Datastream {sid} 不存在 / not found")
+
+    def update_observation(self, sid: int, t: int, value: float) -> None:
+        """Correct one stored reading of a datastream in scope (out of scope: `NotFound`)."""
+        self._visible_stream(sid)
+        require(self.principal, "manage_devices")
+        self.s.update_observation(sid, t, value)
+        self._audit([("observation.update", f"observation:{sid}-{t}", {"result": float(value)})])
+
+    def delete_observation(self, sid: int, t: int) -> None:
+        """Delete one stored reading of a datastream in scope (out of scope: `NotFound`)."""
+        self._visible_stream(sid)
+        require(self.principal, "manage_devices")
+        self.s.delete_observation(sid, t)
+        self._audit([("observation.delete", f"observation:{sid}-{t}", None)])
 
     # ------------------------------------------------------------------ alarms
     def alarms(self, *, state: str | None = None, scene: str | None = None, device: str | None = None,

@@ -28,7 +28,7 @@ import numpy as np
 from sqlalchemy import insert, select, update
 
 from zhizhi.adapters.observations_store import COMPACT_AT, ObservationStore
-from zhizhi.adapters.orm_sensing import AlarmRow, AlarmStepRow, DatastreamRow, DeviceRow
+from zhizhi.adapters.orm_sensing import AlarmRow, AlarmStepRow, DatastreamRow, DeviceLocationRow, DeviceRow
 from zhizhi.domain.alarms import Alarm, AlarmCleared, AlarmRaised, AlarmState, AlarmStep, Severity
 from zhizhi.domain.devices import Device, DeviceStatus, validate_device
 from zhizhi.domain.errors import DomainError, NotFound, ValidationFailed
@@ -204,6 +204,10 @@ class SensingService:
                                     "description": quantity.name_zh, "unit": quantity.unit, "properties": {}})
             sids = s.execute(insert(DatastreamRow).returning(DatastreamRow.id, sort_by_parameter_order=True),
                              streams).scalars().all()
+            # Its registration is a device's first position (SensorThings: its first HistoricalLocation).
+            s.execute(insert(DeviceLocationRow), [
+                {"device_id": d.id, "time": d.registered_at, "lon": d.lon, "lat": d.lat, "place_code": d.place_code,
+                 "name": "", "description": ""} for d in fresh])
             ds_ids = [(st["device_id"], st["quantity"], int(sid)) for st, sid in zip(streams, sids, strict=True)]
             s.commit()
             n0 = len(self.devices)
@@ -296,29 +300,159 @@ class SensingService:
             return d
 
     def move_device(self, code: str, lon: float, lat: float,
-                    admit: Callable[[list[Device]], list[DomainError | None]] | None = None) -> Device:
+                    admit: Callable[[list[Device]], list[DomainError | None]] | None = None, *,
+                    link: int | None = None, keep_id: bool = False, name: str = "", description: str = "",
+                    ) -> tuple[Device, int]:
         """A device taken to a new position (a camera remounted): located again, so its grid and the scope that
-        sees it follow the move. `admit` is a scoped caller's check of the new position, as at registration."""
+        sees it follow the move, and the move recorded in its location history in the same transaction.
+        `admit` is a scoped caller's check of the new position, as at registration.
+
+        The new position is a new history row, unless `link` names a Location that no device holds yet (it
+        becomes the device's, from now) or `keep_id` asks that the device's current row keep its id and take
+        the new position (a client that edits the Thing's Location in place), the former position then going to
+        a new row with its old time. Returns the device and the id of its now current location row."""
         from dataclasses import replace
 
         with self.lock:
             d = self.device(code)
             moved = replace(d, lon=float(lon), lat=float(lat))
             validate_device(moved, self.catalogue.device_types, self.catalogue.scenes)
-            (grid,), (district,) = self._locate_many([moved])
-            if grid is None:
-                loc = self.ctx.gazetteer.locate_point(moved.lon, moved.lat)
-                grid, district = loc.grid or loc.finest, loc.district
+            grid, district = self._locate_one(moved)
             moved.place_code, moved.district_code = grid, district
             why = admit([moved])[0] if admit is not None else None
             if why is not None:
                 raise why
+            now = self.ctx.clock.now()
             with self.sessions() as s:
                 s.execute(update(DeviceRow).where(DeviceRow.id == d.id).values(
                     lon=moved.lon, lat=moved.lat, place_code=grid, district_code=district))
+                here = {"time": now, "lon": moved.lon, "lat": moved.lat, "place_code": grid}
+                if link is not None:
+                    row = s.get(DeviceLocationRow, link, with_for_update=True)
+                    if row is None or row.device_id is not None:
+                        raise ValidationFailed(f"位置 {link} 已属于其他设备 / Location {link} is held already")
+                    row.device_id, row.time, row.place_code = d.id, now, grid
+                    row.lon, row.lat = moved.lon, moved.lat
+                    current = row
+                elif keep_id and (current := self._current_row(s, d.id or 0)) is not None:
+                    s.add(DeviceLocationRow(device_id=d.id, time=current.time, lon=current.lon, lat=current.lat,
+                                            place_code=current.place_code, name=current.name,
+                                            description=current.description))
+                    for k, v in here.items():
+                        setattr(current, k, v)
+                    current.name, current.description = name or current.name, description or current.description
+                else:
+                    current = DeviceLocationRow(device_id=d.id, name=name, description=description, **here)
+                    s.add(current)
+                s.flush()
+                current_id = int(current.id)
                 s.commit()
             d.lon, d.lat, d.place_code, d.district_code = moved.lon, moved.lat, grid, district
-            return d
+            return d, current_id
+
+    def _locate_one(self, d: Device) -> tuple[str | None, str | None]:
+        (grid,), (district,) = self._locate_many([d])
+        if grid is None:
+            loc = self.ctx.gazetteer.locate_point(d.lon, d.lat)
+            grid, district = loc.grid or loc.finest, loc.district
+        return grid, district
+
+    @staticmethod
+    def _current_row(s: Session, device_id: int) -> DeviceLocationRow | None:
+        return s.scalars(select(DeviceLocationRow).where(DeviceLocationRow.device_id == device_id)
+                         .order_by(DeviceLocationRow.time.desc(), DeviceLocationRow.id.desc()).limit(1)).first()
+
+    def location_history(self, device_id: int) -> list[DeviceLocationRow]:
+        """Every position a device has held, newest first."""
+        with self.sessions() as s:
+            return list(s.scalars(select(DeviceLocationRow).where(DeviceLocationRow.device_id == device_id)
+                                  .order_by(DeviceLocationRow.time.desc(), DeviceLocationRow.id.desc())))
+
+    def create_location(self, lon: float, lat: float, name: str = "", description: str = "",
+                        admit: Callable[[str | None], DomainError | None] | None = None) -> DeviceLocationRow:
+        """A Location on its own (SensorThings POST Locations): a position no device holds yet; linking it to a
+        Thing later moves that device there. Located in the place hierarchy like a device."""
+        if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+            raise ValidationFailed("经纬度超出范围 / longitude or latitude out of range", field="lon")
+        grid, _ = self._locate_one(Device(code="", type="", scene="", lon=float(lon), lat=float(lat)))
+        why = admit(grid) if admit is not None else None
+        if why is not None:
+            raise why
+        with self.sessions() as s:
+            row = DeviceLocationRow(device_id=None, time=self.ctx.clock.now(), lon=float(lon), lat=float(lat),
+                                    place_code=grid, name=name, description=description)
+            s.add(row)
+            s.commit()
+            return row
+
+    def update_location(self, location_id: int, *, lon: float | None = None, lat: float | None = None,
+                        name: str | None = None, description: str | None = None,
+                        admit: Callable[[str | None], DomainError | None] | None = None) -> DeviceLocationRow:
+        """Change a Location no device holds (a device's Locations change only by moving the device)."""
+        with self.sessions() as s:
+            row = s.get(DeviceLocationRow, location_id, with_for_update=True)
+            if row is None:
+                raise NotFound(f"位置 {location_id} 不存在 / Location not found")
+            if row.device_id is not None:
+                raise ValidationFailed("设备的位置只能通过移动设备改变 / a device's Location changes by moving it")
+            if lon is not None and lat is not None:
+                if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+                    raise ValidationFailed("经纬度超出范围 / longitude or latitude out of range", field="lon")
+                grid, _ = self._locate_one(Device(code="", type="", scene="", lon=float(lon), lat=float(lat)))
+                why = admit(grid) if admit is not None else None
+                if why is not None:
+                    raise why
+                row.lon, row.lat, row.place_code = float(lon), float(lat), grid
+            if name is not None:
+                row.name = name
+            if description is not None:
+                row.description = description
+            s.commit()
+            return row
+
+    def delete_location(self, location_id: int) -> None:
+        """Delete a Location no device holds (a device's positions are its history and stay)."""
+        with self.sessions() as s:
+            row = s.get(DeviceLocationRow, location_id, with_for_update=True)
+            if row is None:
+                raise NotFound(f"位置 {location_id} 不存在 / Location not found")
+            if row.device_id is not None:
+                raise ValidationFailed("设备的位置是其历史，不能删除 / a device's Locations are its history and "
+                                       "are not deleted")
+            s.delete(row)
+            s.commit()
+
+    # ------------------------------------------------------------------ one stored reading
+    def _stream_position(self, sid: int) -> tuple[int, int]:
+        hit = np.argwhere(self.ds == int(sid))
+        if not hit.size:
+            raise NotFound(f"Datastream {sid} 不存在 / not found")
+        return int(hit[0][0]), int(hit[0][1])
+
+    def update_observation(self, sid: int, t: int, value: float) -> None:
+        """Correct the result of one stored reading. The in-memory latest value follows when it is the latest;
+        rules are not evaluated again (an alarm already raised or cleared stays as it is)."""
+        with self.lock:
+            di, qi = self._stream_position(sid)
+            v = float(value)
+            if not (v == v and self.qmin[qi] <= v <= self.qmax[qi]):
+                raise ValidationFailed(f"读数超出物理量程 / result out of range [{self.qmin[qi]:g}, "
+                                       f"{self.qmax[qi]:g}]", reason="out-of-range")
+            if not self.store.update_result(int(sid), int(t), v):
+                raise NotFound(f"Observation {sid}-{t} 不存在 / not found")
+            if int(self.engine.latest_t[di, qi]) == int(t):
+                self.engine.latest_v[di, qi] = v
+
+    def delete_observation(self, sid: int, t: int) -> None:
+        """Delete one stored reading. When it was the latest, the latest value held becomes the one before."""
+        with self.lock:
+            di, qi = self._stream_position(sid)
+            if not self.store.delete_one(int(sid), int(t)):
+                raise NotFound(f"Observation {sid}-{t} 不存在 / not found")
+            if int(self.engine.latest_t[di, qi]) == int(t):
+                before = self.store.series(int(sid), limit=1)
+                self.engine.latest_t[di, qi] = before[0][0] if before else 0
+                self.engine.latest_v[di, qi] = before[0][1] if before else np.nan
 
     def delete_device(self, code: str) -> None:
         """Devices are retired (status inactive), never forgotten: their alarms and readings stay."""
