@@ -57,6 +57,8 @@ class ObservationLogRow(Base):
     (see adapters/observations_store.py). The arrays are little-endian int64 / int64 / float64."""
 
     __tablename__ = "sensing_observation_log"
+    # Ids are never reused (SQLite would reuse them once the log is emptied): blocks take theirs from them.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     n: Mapped[int] = mapped_column(Integer)

@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column("datastreams", sa.LargeBinary(), nullable=False),
         sa.Column("times", sa.LargeBinary(), nullable=False),
         sa.Column("results", sa.LargeBinary(), nullable=False),
+        sqlite_autoincrement=True,  # ids never reused: compaction derives the blocks' seq from them
     )
     op.create_table(
         "sensing_observation_blocks",
