@@ -27,6 +27,7 @@ that the ingest's partitions prevent), readers keep one.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -153,11 +154,11 @@ class ObservationStore:
             raw.close()
         self.pending += int(ds.size)
 
-    def compact(self, max_readings: int | None = None) -> int:
+    def compact(self, max_readings: int | None = None, wait: bool = False) -> int:
         """Move log rows into blocks, oldest first: all of them, or (with `max_readings`) one compaction of
         at least one row and up to that many readings. Returns the readings moved. A compaction already
-        running in this process is not waited for (0 is returned)."""
-        if not self._compacting.acquire(blocking=False):
+        running in this process is waited for with `wait` (then this one runs too), else 0 is returned."""
+        if not self._compacting.acquire(blocking=wait):
             return 0
         try:
             moved = 0
@@ -344,7 +345,7 @@ class ObservationStore:
                  change: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> int:
         """Compact, then rewrite the blocks that `where` selects: `change(ds, t, v)` answers which readings
         to drop (a mask) and may change values in place. One transaction; returns the readings dropped."""
-        self.compact()
+        self.compact(wait=True)  # what is to change must be in blocks
         ph = self.ph
         raw = self.engine.raw_connection()
         try:
@@ -379,7 +380,7 @@ class ObservationStore:
     def purge_before(self, cutoff_ms: int) -> int:
         """The retention policy: delete observations older than the cutoff (whole blocks at once; a block
         that straddles the cutoff is cut)."""
-        self.compact()
+        self.compact(wait=True)
         ph = self.ph
         cutoff = int(cutoff_ms)
         with self.engine.begin() as conn:
@@ -402,9 +403,15 @@ class ObservationStore:
             return np.zeros(d.size, dtype=np.bool_)
 
         ph = self.ph
-        self._rewrite(f" WHERE stream_group = {ph} AND start_time <= {ph} AND end_time >= {ph}",
-                      (int(ds) >> GROUP_BITS, int(t), int(t)), change)
-        return hit[0]
+        where = f" WHERE stream_group = {ph} AND start_time <= {ph} AND end_time >= {ph}"
+        for _ in range(50):
+            self._rewrite(where, (int(ds) >> GROUP_BITS, int(t), int(t)), change)
+            if hit[0] or not self.existing(np.array([ds]), np.array([t]))[0]:
+                return hit[0]
+            # still in a log row that another process is compacting (PostgreSQL skips locked rows): once it
+            # commits, the reading is in a block
+            time.sleep(0.1)
+        raise TimeoutError(f"reading ({ds}, {t}) stayed in a compaction for 5 s")
 
     def update_result(self, ds: int, t: int, v: float) -> bool:
         """Set the result of one stored reading; False when there is none at (datastream, time)."""
