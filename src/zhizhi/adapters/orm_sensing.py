@@ -8,7 +8,7 @@ reading. Time is an integer of epoch milliseconds (cheap to bulk-write and to co
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
@@ -58,7 +58,7 @@ class ObservationLogRow(Base):
 
     __tablename__ = "sensing_observation_log"
     # Ids are never reused (SQLite would reuse them once the log is emptied): blocks take theirs from them.
-    __table_args__ = {"sqlite_autoincrement": True}
+    __table_args__: ClassVar[dict[str, Any]] = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     n: Mapped[int] = mapped_column(Integer)
