@@ -36,6 +36,11 @@ from sqlalchemy import Engine
 
 #: Readings in the log that start a compaction.
 COMPACT_AT = 1_000_000
+#: Readings per compaction transaction on PostgreSQL: processes that compact at the same time take
+#: different chunks (SKIP LOCKED) and work in parallel; a chunk still makes blocks of ~100s of readings.
+#: SQLite has one writer, so there a compaction takes all it can (`SQLITE_CHUNK`) in one transaction.
+COMPACT_CHUNK = 262_144
+SQLITE_CHUNK = 4_194_304
 #: Most readings in one block.
 BLOCK_MAX = 8192
 #: A block holds datastreams whose ids agree but for the low GROUP_BITS bits. Part of the stored
@@ -163,7 +168,8 @@ class ObservationStore:
         try:
             moved = 0
             while True:
-                n = self._compact_once(max_readings or COMPACT_AT * 4)
+                n = self._compact_once(max_readings or (COMPACT_CHUNK if self.dialect == "postgresql"
+                                                        else SQLITE_CHUNK))
                 moved += n
                 if n == 0 or max_readings is not None:
                     break
