@@ -304,5 +304,8 @@ def test_nbsvm_weights_are_the_svm_on_naive_bayes_scaled_features() -> None:
     plain = TextModel.fit(docs, labels, {**params, "nb_scale": False})
     assert not np.allclose(plain.coef, model.coef, atol=1e-3)
     assert np.allclose(plain.coef, LinearSVC(C=1.0, random_state=0).fit(xs, labels).coef_, atol=1e-5)
-    # Scoring is the usual product: the NB model classifies its training texts.
+    # Scoring is the usual product: the NB model classifies its training texts. Its weights are C-ordered, so
+    # scoring uses a C-ordered transposed copy (scipy would copy the weights on every call otherwise).
     assert [top[0][0] for top in model.predict_top(docs)] == labels
+    wt = model._weights_t()
+    assert wt.flags["C_CONTIGUOUS"] and np.array_equal(wt, model.coef.T) and model._weights_t() is wt

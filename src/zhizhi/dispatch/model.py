@@ -358,7 +358,20 @@ class TextModel:
     # ----- inference ------------------------------------------------------------------------
     def scores(self, token_docs: list[str]) -> np.ndarray:
         x = self.features.transform(token_docs)
-        return np.asarray(x @ self.coef.T) + self.intercept
+        return np.asarray(x @ self._weights_t()) + self.intercept
+
+    def _weights_t(self) -> np.ndarray:
+        """The weights as a C-ordered (n_features, n_labels) array, made once.
+
+        A sparse row times a dense matrix is fast only when the matrix is C-ordered; `coef.T` of a C-ordered
+        `coef` is not, and scipy then copies all the weights on every call (2.7 ms instead of 0.4 ms for one
+        case). LinearSVC's own weights happened to be Fortran-ordered, which hid this.
+        """
+        cached = self.__dict__.get("_wt")
+        if cached is None or cached[0] is not self.coef:
+            cached = (self.coef, np.ascontiguousarray(self.coef.T))
+            self.__dict__["_wt"] = cached
+        return cached[1]
 
     def proba(self, token_docs: list[str]) -> np.ndarray:
         return softmax(self.scores(token_docs), self.temperature)
