@@ -76,7 +76,7 @@ def bench_categories(folder: Path, folds: int) -> None:
     params = params_for("category")
     p = {**DEFAULT_PARAMS, **params}
     out("category_classifier", "NB-SVM" if p["nb_scale"] else "linear SVM",
-        f"(C = {p['C']}; word 1–2-grams + character 1–3-grams, first {p['max_chars']} characters)")
+        f"(C = {p['C']}; word 1–2-grams + character 1–3-grams, first {p['max_chars']} characters of tokens)")
     cv = cross_validate(examples, folds=folds, params=params)
     m = metrics(cv.y_true, cv.y_pred, sorted(set(cv.y_true)))
     out("category_macro_f1_7_labels_cv_raw", f"{m['macro_f1']:.4f}",
