@@ -28,13 +28,14 @@ import numpy as np
 
 from zhizhi.adapters.catalogue_files import load_catalogue
 from zhizhi.dispatch import corpus as C
-from zhizhi.dispatch.model import choose_thresholds, fit_temperature, softmax
+from zhizhi.dispatch.model import DEFAULT_PARAMS, choose_thresholds, fit_temperature, softmax
 from zhizhi.dispatch.training import (
     DEFAULT_CATEGORY_FILES,
     DEFAULT_DEPARTMENT_FILE,
     auto_dispatch_figures,
     cross_validate,
     metrics,
+    params_for,
     train,
 )
 from zhizhi.geo.demo_city import find_shared_data
@@ -72,11 +73,18 @@ def bench_categories(folder: Path, folds: int) -> None:
     out("category_rows", len(examples), "rows")
     out("category_raw_rows_scored", sum(1 for e in examples if e.raw), "rows")
     out("category_prepare_seconds", round(time.perf_counter() - t0, 1), "s")
-    cv = cross_validate(examples, folds=folds)
+    params = params_for("category")
+    p = {**DEFAULT_PARAMS, **params}
+    out("category_classifier", "NB-SVM" if p["nb_scale"] else "linear SVM",
+        f"(C = {p['C']}; word 1–2-grams + character 1–3-grams, first {p['max_chars']} characters of tokens)")
+    cv = cross_validate(examples, folds=folds, params=params)
     m = metrics(cv.y_true, cv.y_pred, sorted(set(cv.y_true)))
     out("category_macro_f1_7_labels_cv_raw", f"{m['macro_f1']:.4f}",
         f"({cv.folds}-fold, raw-text folds scored on raw text)")
     out("category_accuracy_cv_raw", f"{m['accuracy']:.4f}")
+    top3 = np.argsort(-cv.scores, axis=1)[:, :3]
+    out("category_top3_accuracy_cv_raw",
+        f"{np.mean([cv.labels.index(t) in top3[i] for i, t in enumerate(cv.y_true)]):.4f}")
     for code, v in m["per_class"].items():
         out(f"category_f1[{catalogue.category(code).name_zh}]", f"{v['f1']:.4f}", f"(n={v['support']})")
     out("category_cv_seconds", round(cv.seconds, 1), "s")
@@ -84,7 +92,7 @@ def bench_categories(folder: Path, folds: int) -> None:
     out("auto_dispatch_coverage_at_95pct_precision_held_out", f"{auto['coverage']:.4f}")
     out("auto_dispatch_precision_held_out", f"{auto['precision']:.4f}")
     t0, c0 = time.perf_counter(), time.process_time()
-    model = train(examples, folds=folds)
+    model = train(examples, folds=folds, params=params)
     out("category_train_seconds", round(time.perf_counter() - t0, 1),
         f"s (wall; full training incl. CV; shared 2-core machine, load {os.getloadavg()[0]:.1f})")
     out("category_train_cpu_seconds", round(time.process_time() - c0, 1), "s (CPU time of the same run)")
@@ -145,7 +153,7 @@ def bench_departments(folder: Path, folds: int) -> None:
     out("department_label_noise_hand_checked", f"{1 - correct / len(lines):.2f}",
         f"({len(lines) - correct} of {len(lines)} wrong; the rules still give {same}/{len(lines)} "
         "of the checked labels)")
-    cv = cross_validate(examples, folds=folds)
+    cv = cross_validate(examples, folds=folds, params=params_for("department"))
     m = metrics(cv.y_true, cv.y_pred, sorted(set(cv.y_true)))
     out("department_macro_f1_cv_raw", f"{m['macro_f1']:.4f}", f"({cv.folds}-fold, {len(set(cv.y_true))} departments)")
     out("department_accuracy_cv_raw", f"{m['accuracy']:.4f}")

@@ -271,3 +271,41 @@ def test_cross_validation_finds_the_segmented_twin_of_a_raw_row() -> None:
     twins = find_twins(examples, np.array([0]), np.array([1, 2]))
     assert twins.tolist() == [2, -1, -1]
     assert find_twins(examples[:2], np.array([0]), np.array([1])).tolist() == [-1, -1]
+
+
+def test_nbsvm_weights_are_the_svm_on_naive_bayes_scaled_features() -> None:
+    """NB-SVM (the category default): per class, a binary SVM on the features times the class's log-count
+    ratios; the stored weights are ratio × SVM weight, so scoring stays one product with the plain features."""
+    from scipy import sparse
+    from sklearn.svm import LinearSVC
+
+    from zhizhi.dispatch.model import DEFAULT_PARAMS, _Features, nb_ratios
+    from zhizhi.dispatch.training import params_for
+
+    # Ratios by hand: feature 0 is in both docs of class a and none of b; feature 1 in one doc of each.
+    x = sparse.csr_matrix(np.array([[0.5, 0.0], [0.2, 0.7], [0.0, 0.9]]))
+    r = nb_ratios(x, np.array(["a", "a", "b"]), ["a", "b"], alpha=1.0)
+    p_a, q_a = np.array([3.0, 2.0]), np.array([1.0, 2.0])  # presences + 1: class a, the rest
+    assert np.allclose(r[0], np.log(p_a / p_a.sum()) - np.log(q_a / q_a.sum()))
+    assert np.allclose(r[1], np.log(q_a / q_a.sum()) - np.log(p_a / p_a.sum()))
+
+    examples = synthetic_examples()
+    docs, labels = [e.tokens for e in examples], [e.label for e in examples]
+    assert DEFAULT_PARAMS["nb_scale"] and params_for("department")["nb_scale"] is False
+    params = {**DEFAULT_PARAMS, "min_df": 1}
+    model = TextModel.fit(docs, labels, params)
+    _, xs = _Features.fit_counts(_Features.count_all(docs, params), np.arange(len(docs)), params)
+    ratios = nb_ratios(xs, np.array(labels), model.labels)
+    for j, label in enumerate(model.labels):
+        svm = LinearSVC(C=1.0, random_state=0).fit(xs @ sparse.diags(ratios[j].astype(np.float32)),
+                                                    [int(v == label) for v in labels])
+        assert np.allclose(model.coef[j], ratios[j] * svm.coef_[0], atol=1e-5)
+        assert model.intercept[j] == pytest.approx(svm.intercept_[0], abs=1e-5)
+    plain = TextModel.fit(docs, labels, {**params, "nb_scale": False})
+    assert not np.allclose(plain.coef, model.coef, atol=1e-3)
+    assert np.allclose(plain.coef, LinearSVC(C=1.0, random_state=0).fit(xs, labels).coef_, atol=1e-5)
+    # Scoring is the usual product: the NB model classifies its training texts. Its weights are C-ordered, so
+    # scoring uses a C-ordered transposed copy (scipy would copy the weights on every call otherwise).
+    assert [top[0][0] for top in model.predict_top(docs)] == labels
+    wt = model._weights_t()
+    assert wt.flags["C_CONTIGUOUS"] and np.array_equal(wt, model.coef.T) and model._weights_t() is wt

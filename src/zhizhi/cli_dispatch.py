@@ -89,7 +89,7 @@ def train_cmd(
     """Train a model: cross-validated metrics, calibrated probabilities, per-category thresholds; no pickle."""
     from zhizhi.adapters.catalogue_files import load_catalogue
     from zhizhi.dispatch.corpus import CorpusError, files_hash
-    from zhizhi.dispatch.training import train
+    from zhizhi.dispatch.training import params_for, train
 
     if kind not in KINDS:
         raise _fail(f"--kind must be one of {KINDS}")
@@ -108,7 +108,7 @@ def train_cmd(
     if not examples:
         raise _fail("no training rows: give --data FILE and/or --from-db")
     console.print(f"training a {kind} model on {len(examples)} rows ({sum(1 for e in examples if e.raw)} raw) …")
-    model = train(examples, folds=folds, params={"precision_target": precision},
+    model = train(examples, folds=folds, params=params_for(kind, precision_target=precision),
                   data_hash=files_hash(paths) if paths else "", sources=sources)
     model.meta["kind"] = kind
     folder = out or settings.models_dir()

@@ -1,8 +1,9 @@
 """The dispatch text classifier: TF-IDF word and character n-grams, a linear SVM, calibrated probabilities.
 
 Why this shape: on the real corpus (see docs/dispatch.md) word uni/bigrams plus character 1–3-grams
-with a linear SVM reach the published results' range at a training time of seconds, and a linear
-model is a few arrays — which lets the model file be plain numbers and strings, never pickle.
+with a linear SVM on naive-Bayes-scaled features (NB-SVM) reach the published results' range at a
+training time of seconds, and a linear model is a few arrays — which lets the model file be plain
+numbers and strings, never pickle.
 Scores become probabilities by temperature scaling fitted on out-of-fold scores, and the per-category
 auto-dispatch thresholds are chosen on those same out-of-fold probabilities.
 
@@ -33,7 +34,7 @@ FORMAT_VERSION = 1
 DEFAULT_PARAMS: dict[str, Any] = {
     "word_ngram": [1, 2], "char_ngram": [1, 3], "min_df": 2, "max_word_features": 150_000,
     "max_char_features": 200_000, "C": 1.0, "precision_target": 0.95, "min_support": 10,
-    "max_chars": MAX_CHARS,
+    "max_chars": MAX_CHARS, "nb_scale": True, "nb_alpha": 1.0,
 }
 
 
@@ -341,6 +342,9 @@ class TextModel:
         if len(set(labels)) < 2:
             raise ModelError("至少需要两个类别 / at least two labels are needed to train")
         feats, x = _Features.fit_counts(counts, rows, params)
+        if params.get("nb_scale"):
+            classes, coef, intercept = _fit_nbsvm(x, labels, float(params["C"]), float(params.get("nb_alpha", 1.0)))
+            return cls(classes, feats, coef, intercept, meta={"params": params})
         # Its coordinate descent visits rows in random order: seeded, so retraining gives the same model.
         svm = LinearSVC(C=params["C"], random_state=0)
         svm.fit(x, labels)
@@ -354,7 +358,20 @@ class TextModel:
     # ----- inference ------------------------------------------------------------------------
     def scores(self, token_docs: list[str]) -> np.ndarray:
         x = self.features.transform(token_docs)
-        return np.asarray(x @ self.coef.T) + self.intercept
+        return np.asarray(x @ self._weights_t()) + self.intercept
+
+    def _weights_t(self) -> np.ndarray:
+        """The weights as a C-ordered (n_features, n_labels) array, made once.
+
+        A sparse row times a dense matrix is fast only when the matrix is C-ordered; `coef.T` of a C-ordered
+        `coef` is not, and scipy then copies all the weights on every call (2.7 ms instead of 0.4 ms for one
+        case). LinearSVC's own weights happened to be Fortran-ordered, which hid this.
+        """
+        cached = self.__dict__.get("_wt")
+        if cached is None or cached[0] is not self.coef:
+            cached = (self.coef, np.ascontiguousarray(self.coef.T))
+            self.__dict__["_wt"] = cached
+        return cached[1]
 
     def proba(self, token_docs: list[str]) -> np.ndarray:
         return softmax(self.scores(token_docs), self.temperature)
@@ -458,6 +475,45 @@ class TextModel:
         meta["path"] = str(path)
         return cls(labels, feats, coef, intercept, float(header["temperature"]),
                    {k: float(v) for k, v in header["thresholds"].items()}, meta)
+
+
+def nb_ratios(x: sparse.csr_matrix, y: np.ndarray, classes: list[str], alpha: float = 1.0) -> np.ndarray:
+    """Per class, the log-count ratio of every feature: log of (its share of the class's feature presences)
+    over (its share of the other classes'), presences smoothed by `alpha` (Wang & Manning's NB features)."""
+    present = sparse.csr_matrix((np.ones(x.nnz, dtype=np.float64), x.indices, x.indptr), shape=x.shape)
+    out = np.empty((len(classes), x.shape[1]), dtype=np.float64)
+    total = np.asarray(present.sum(axis=0)).ravel()
+    for j, label in enumerate(classes):
+        pos = np.asarray(present[y == label].sum(axis=0)).ravel()
+        p, q = pos + alpha, total - pos + alpha
+        out[j] = np.log(p / p.sum()) - np.log(q / q.sum())
+    return out
+
+
+def _fit_nbsvm(x: sparse.csr_matrix, labels: list[str], C: float, alpha: float) -> tuple[list[str], np.ndarray,
+                                                                                          np.ndarray]:
+    """NB-SVM: for each class, a binary linear SVM (that class against the rest) on the features scaled by the
+    class's naive-Bayes log-count ratios (`nb_ratios`).
+
+    Why: on the corpus (docs/dispatch.md) it scores a few thousandths of macro-F1 above the plain SVM on every
+    fold draw measured. It costs nothing at prediction time and changes nothing in the model file: the score
+    (x ∘ r)·w + b is x·(r ∘ w) + b, so the stored weights are r ∘ w, one row per class as before.
+    """
+    from sklearn.svm import LinearSVC
+
+    y = np.asarray(labels)
+    classes = sorted(set(labels))
+    ratios = nb_ratios(x, y, classes, alpha)
+    coef = np.empty((len(classes), x.shape[1]), dtype=np.float32)
+    intercept = np.empty(len(classes), dtype=np.float32)
+    for j, label in enumerate(classes):
+        r = ratios[j].astype(np.float32)
+        scaled = x @ sparse.diags(r, format="csr")
+        # Its coordinate descent visits rows in random order: seeded, so retraining gives the same model.
+        svm = LinearSVC(C=C, random_state=0).fit(scaled, (y == label).astype(np.int8))
+        coef[j] = r * svm.coef_[0]
+        intercept[j] = svm.intercept_[0]
+    return classes, coef, intercept
 
 
 def softmax(scores: np.ndarray, temperature: float) -> np.ndarray:
