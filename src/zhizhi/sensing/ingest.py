@@ -215,7 +215,7 @@ def lookup(keys: list[Any], index: dict[str, int]) -> np.ndarray:
     """Codes → dense indices (-1 unknown, -2 not a string)."""
     get = index.get
     try:
-        return np.array(list(map(get, keys, repeat(-1, len(keys)))), dtype=np.int64)
+        return np.fromiter(map(get, keys, repeat(-1, len(keys))), dtype=np.int64, count=len(keys))
     except TypeError:  # an unhashable code (a list or object)
         return np.fromiter((get(k, -1) if type(k) is str else -2 for k in keys), dtype=np.int64, count=len(keys))
 
