@@ -368,16 +368,22 @@ class SensingService:
             return list(s.scalars(select(DeviceLocationRow).where(DeviceLocationRow.device_id == device_id)
                                   .order_by(DeviceLocationRow.time.desc(), DeviceLocationRow.id.desc())))
 
-    def create_location(self, lon: float, lat: float, name: str = "", description: str = "",
-                        admit: Callable[[str | None], DomainError | None] | None = None) -> DeviceLocationRow:
-        """A Location on its own (SensorThings POST Locations): a position no device holds yet; linking it to a
-        Thing later moves that device there. Located in the place hierarchy like a device."""
+    def _admitted_grid(self, lon: float, lat: float,
+                       admit: Callable[[str | None], DomainError | None] | None) -> str | None:
+        """The grid of a standalone Location's position, checked against the range and the caller's scope."""
         if not (-180 <= lon <= 180 and -90 <= lat <= 90):
             raise ValidationFailed("经纬度超出范围 / longitude or latitude out of range", field="lon")
         grid, _ = self._locate_one(Device(code="", type="", scene="", lon=float(lon), lat=float(lat)))
         why = admit(grid) if admit is not None else None
         if why is not None:
             raise why
+        return grid
+
+    def create_location(self, lon: float, lat: float, name: str = "", description: str = "",
+                        admit: Callable[[str | None], DomainError | None] | None = None) -> DeviceLocationRow:
+        """A Location on its own (SensorThings POST Locations): a position no device holds yet; linking it to a
+        Thing later moves that device there. Located in the place hierarchy like a device."""
+        grid = self._admitted_grid(lon, lat, admit)
         with self.sessions() as s:
             row = DeviceLocationRow(device_id=None, time=self.ctx.clock.now(), lon=float(lon), lat=float(lat),
                                     place_code=grid, name=name, description=description)
@@ -396,12 +402,7 @@ class SensingService:
             if row.device_id is not None:
                 raise ValidationFailed("设备的位置只能通过移动设备改变 / a device's Location changes by moving it")
             if lon is not None and lat is not None:
-                if not (-180 <= lon <= 180 and -90 <= lat <= 90):
-                    raise ValidationFailed("经纬度超出范围 / longitude or latitude out of range", field="lon")
-                grid, _ = self._locate_one(Device(code="", type="", scene="", lon=float(lon), lat=float(lat)))
-                why = admit(grid) if admit is not None else None
-                if why is not None:
-                    raise why
+                grid = self._admitted_grid(lon, lat, admit)
                 row.lon, row.lat, row.place_code = float(lon), float(lat), grid
             if name is not None:
                 row.name = name
