@@ -122,10 +122,10 @@ _CHILD = textwrap.dedent("""
             os._exit(3)
 
     real = st.ObservationStore.insert
-    def insert(self, ds, t, v, presorted=False):
+    def insert(self, ds, t, v):
         raw_conn = self.engine.raw_connection
         self.engine.raw_connection = lambda: Dying(raw_conn())
-        return real(self, ds, t, v, presorted)
+        return real(self, ds, t, v)
     st.ObservationStore.insert = insert
     zz.sensing.ingest_body(open(second, "rb").read(), now=now)
     print("not reached", flush=True)

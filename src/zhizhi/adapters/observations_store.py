@@ -135,12 +135,9 @@ class ObservationStore:
         self._compacting = threading.Lock()
 
     # ------------------------------------------------------------------ writing
-    def insert(self, ds: np.ndarray, t: np.ndarray, v: np.ndarray, presorted: bool = False) -> None:
+    def insert(self, ds: np.ndarray, t: np.ndarray, v: np.ndarray) -> None:
         """Store a batch durably (committed when this returns) as one log row: all of it, or none of it.
-
-        `presorted` is accepted for callers that sorted already; the log keeps the order it is given
-        and compaction sorts.
-        """
+        The log keeps the order it is given; compaction sorts."""
         if ds.size == 0:
             return
         row = (int(ds.size), int(t.min()), int(t.max()), ds.astype(_I8, copy=False).tobytes(),

@@ -171,11 +171,17 @@ class _CharCounter:
                 key = (key << _CHAR_BITS) | cp[j:j + m]
             inside = pos[:m] + n <= ends[doc_of[:m]]  # the n-gram does not run into the next text
             key, d = key[inside], doc_of[:m][inside]
-            at = np.minimum(np.searchsorted(self.keys, key), len(self.keys) - 1)
-            hit = self.keys[at] == key
-            rows.append(d[hit])
-            cols.append(self.cols[at[hit]])
+            r, c = _match(self.keys, self.cols, key, d)
+            rows.append(r)
+            cols.append(c)
         return _csr_counts(rows, cols, len(docs), self.n_features)
+
+
+def _match(keys: np.ndarray, cols: np.ndarray, key: np.ndarray, doc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(document, column) of each packed n-gram found in the vocabulary's sorted keys."""
+    at = np.minimum(np.searchsorted(keys, key), len(keys) - 1)
+    hit = keys[at] == key
+    return doc[hit], cols[at[hit]]
 
 
 class _WordCounter:
@@ -225,10 +231,9 @@ class _WordCounter:
                 key = ids[:m] * self.base + ids[1:m + 1]
                 ok = (ids[:m] > 0) & (ids[1:m + 1] > 0) & (np.arange(m) + 2 <= ends[doc_of[:m]])
             key, d = key[ok], doc_of[:m][ok]
-            at = np.minimum(np.searchsorted(self.keys, key), len(self.keys) - 1)
-            hit = self.keys[at] == key
-            rows.append(d[hit])
-            cols.append(self.cols[at[hit]])
+            r, c = _match(self.keys, self.cols, key, d)
+            rows.append(r)
+            cols.append(c)
         return _csr_counts(rows, cols, len(docs), self.n_features)
 
 

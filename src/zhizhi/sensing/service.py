@@ -524,7 +524,7 @@ class SensingService:
                 keep, ds, ti = idx, idx, idx
             vk = v[keep]
             # Store first: a reading is acknowledged only once it is committed.
-            self.store.insert(ds, ti, vk, presorted=True)
+            self.store.insert(ds, ti, vk)
             report.accepted = int(keep.size)
             # Late readings (older than the latest value already held) are stored but do not move the
             # rules: an old high value must not raise an alarm that is no longer true.
