@@ -133,7 +133,67 @@ def test_compaction_is_atomic_a_failure_leaves_the_log(store: ObservationStore,
     with store.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM sensing_observation_log")).scalar() == 1
         assert conn.execute(text("SELECT count(*) FROM sensing_observation_blocks")).scalar() == 0
-    store.compact()
+    assert store.compact() == 500  # the failed compaction's claim does not keep the rows from its own store
+    assert _all(store) == _model([b])
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM sensing_observation_log")).scalar() == 0
+
+
+def test_compactors_in_parallel_claim_different_rows_and_lose_nothing(database_url: str) -> None:
+    """Several stores (as several processes would) compact one log at once: each claims its own chunk, and
+    every reading ends in exactly one block."""
+    import threading
+
+    engine = db.make_engine(database_url)
+    db.upgrade(engine)
+    stores = [ObservationStore(engine) for _ in range(3)]
+    rng = np.random.default_rng(11)
+    # batches of distinct keys (as ingest stores them: a key already stored is refused as a duplicate)
+    batches = [_batch(rng, 2000, 300, T0 + k * 3_600_000, T0 + (k + 1) * 3_600_000) for k in range(12)]
+    for b in batches:
+        stores[0].insert(*b)
+    moved: list[int] = []
+    errors: list[BaseException] = []
+
+    def run(s: ObservationStore) -> None:
+        try:
+            moved.append(s.compact(max_readings=4000))
+            moved.append(s.compact())
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in stores]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    assert sum(moved) == sum(b[0].size for b in batches)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM sensing_observation_log")).scalar() == 0
+        stored = conn.execute(text("SELECT coalesce(sum(n), 0) FROM sensing_observation_blocks")).scalar()
+    want = _model(batches)
+    assert stored == len(want)  # each reading in one block (a repeat inside a batch is dropped)
+    assert _all(stores[1]) == want
+    engine.dispose()
+
+
+def test_a_dead_compactors_claim_is_taken_over_after_the_lease(store: ObservationStore,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(5)
+    b = _batch(rng, 800, 20, T0, T0 + 100_000)
+    store.insert(*b)
+    dead = ObservationStore(store.engine)
+    assert [n for _, n in dead._claim(10_000)] == [800]  # claimed, then its process "dies"
+    assert store.compact() == 0  # another process's live claim is left alone
+    monkeypatch.setattr(st, "CLAIM_LEASE_MS", -1)  # the lease has run out
+    assert store.compact() == 800
+    monkeypatch.undo()
+    # the dead compactor wakes up and tries to finish: its claim is gone, so it writes nothing
+    assert dead._compact_once(10_000) == 0
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT coalesce(sum(n), 0) FROM sensing_observation_blocks")).scalar() == \
+            len(_model([b]))
     assert _all(store) == _model([b])
 
 

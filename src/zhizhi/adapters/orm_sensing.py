@@ -67,6 +67,9 @@ class ObservationLogRow(Base):
     datastreams: Mapped[bytes] = mapped_column(LargeBinary)
     times: Mapped[bytes] = mapped_column(LargeBinary)
     results: Mapped[bytes] = mapped_column(LargeBinary)
+    # A compactor's claim (see adapters/observations_store.py): who took the row, when (epoch ms).
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    claimed_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class ObservationBlockRow(Base):
