@@ -219,6 +219,60 @@ def test_the_migration_moves_row_readings_into_blocks_and_back(database_url: str
     engine.dispose()
 
 
+def test_narrow_data_goes_back_to_the_row_table_on_downgrade(database_url: str) -> None:
+    """Head → 0006 with narrow log rows and blocks: 0010 widens them, 0007 then reads them back into rows."""
+    from alembic import command
+
+    engine = db.make_engine(database_url)
+    db.upgrade(engine)
+    store = ObservationStore(engine)
+    rng = np.random.default_rng(12)
+    batches = [_batch(rng, 3000, 150, T0 + k * 10_000_000, T0 + (k + 1) * 10_000_000) for k in range(3)]
+    for b in batches[:2]:
+        store.insert(*b)
+    store.compact()
+    store.insert(*batches[2])  # one batch stays in the log
+    want = _model(batches)
+    assert _all(store) == want
+    command.downgrade(db.alembic_config(engine), "0006")
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT datastream_id, phenomenon_time, result FROM sensing_observations")).all()
+    assert {(a, b): c for a, b, c in rows} == want
+    engine.dispose()
+
+
+@pytest.mark.parametrize(("ids", "size"), [
+    (np.repeat(np.arange(5, 69, dtype=np.int64), 40), 1 + 12 * 64),  # few long runs: run-length
+    (np.arange(1000, 5000, dtype=np.int64), 4 * 4000),               # all distinct, small: int32
+    (np.arange(1000, dtype=np.int64) + (1 << 40), 8 * 1000),         # all distinct, big: int64
+])
+def test_every_encoding_decodes_to_what_was_encoded(ids: np.ndarray, size: int) -> None:
+    t = T0 + np.arange(ids.size, dtype=np.int64) * 7
+    for times, base in ((t, T0), (T0 + np.arange(ids.size, dtype=np.int64) * 86_400_000, T0)):  # 2nd: > 24 days
+        d_b, t_b = st.encode_datastreams(ids), st.encode_times(times, base)
+        d, tt, v = st.decode(ids.size, base, d_b, t_b, np.arange(ids.size, dtype=np.float64).tobytes())
+        assert d.tolist() == ids.tolist() and tt.tolist() == times.tolist()
+        assert v.tolist() == [float(i) for i in range(ids.size)]
+    assert len(st.encode_datastreams(ids)) == size
+
+
+def test_blocks_take_13_to_14_bytes_a_reading_and_cut_runs_correctly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compaction of round-robin readings (every datastream once a minute): blocks of a stream group hold
+    runs of datastream ids and int32 time offsets, so a reading costs about 13 bytes, not 24; a block cut
+    inside one datastream's run still decodes to the readings it was given."""
+    ds = np.repeat(np.arange(1, 641, dtype=np.int64), 60)  # 640 datastreams × 60 minutes
+    t = T0 + np.tile(np.arange(60, dtype=np.int64) * 60_000, 640)
+    v = np.arange(ds.size, dtype=np.float64)
+    rows = st.block_rows(ds, t, v, seq0=1 << 24)
+    size = sum(len(r[5]) + len(r[6]) + len(r[7]) for r in rows)
+    assert size / ds.size < 14
+    monkeypatch.setattr(st, "BLOCK_MAX", 1000)  # 1000 is no multiple of 60: cuts fall inside runs
+    got = [st.decode(r[4], r[1], r[5], r[6], r[7]) for r in st.block_rows(ds, t, v, seq0=1 << 24)]
+    assert np.concatenate([g[0] for g in got]).tolist() == ds.tolist()
+    assert np.concatenate([g[1] for g in got]).tolist() == t.tolist()
+    assert np.concatenate([g[2] for g in got]).tolist() == v.tolist()
+
+
 def test_one_reading_is_corrected_or_deleted_wherever_it_is(store: ObservationStore) -> None:
     t = T0 + np.arange(10, dtype=np.int64) * 1000
     store.insert(np.full(10, 70, dtype=np.int64), t, np.arange(10, dtype=np.float64))
@@ -232,3 +286,19 @@ def test_one_reading_is_corrected_or_deleted_wherever_it_is(store: ObservationSt
     got = dict(store.series(70, limit=100))
     assert len(got) == 9 and got[int(t[4])] == 44.0 and int(t[0]) not in got
     assert [x for x, _ in store.series(71, limit=100, newest_first=False)] == [int(t[0]), int(t[2])]
+
+
+def test_the_write_lock_keeps_other_processes_out_while_held(tmp_path: Any) -> None:
+    """SQLite writers of the store queue on an flock beside the database (see `WriteLock`)."""
+    import subprocess
+    import sys
+
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'obs.db'}")
+    lock = ObservationStore(engine).writing
+    assert isinstance(lock, st.WriteLock) and lock.path == str(tmp_path / "obs.db-write.lock")
+    probe = ("import fcntl, os, sys\nfd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+             "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError:\n    sys.exit(3)\n")
+    with lock:
+        assert subprocess.run([sys.executable, "-c", probe, lock.path]).returncode == 3  # held: refused
+    assert subprocess.run([sys.executable, "-c", probe, lock.path]).returncode == 0  # let go: taken
+    engine.dispose()

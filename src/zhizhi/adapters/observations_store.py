@@ -61,22 +61,65 @@ GROUP_BITS = 6
 SQLITE_ROWS = 400
 
 _I8 = np.dtype("<i8")
+_I4 = np.dtype("<i4")
 _F8 = np.dtype("<f8")
+#: What readers select of a log row and of a block: (n, base time, three blobs), for `decode`.
+_LOG_READ = "n, min_time, datastreams, times, results"
+_BLOCK_READ = "n, start_time, datastreams, times, results"
 _BLOCK_COLS = "(stream_group, start_time, seq, end_time, n, datastreams, times, results)"
 _PG_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 _EMPTY = (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64))
 
 
-def _arrays(ds: Any, t: Any, v: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return (np.frombuffer(ds, dtype=_I8), np.frombuffer(t, dtype=_I8), np.frombuffer(v, dtype=_F8))
+def encode_datastreams(ds: np.ndarray) -> bytes:
+    """Datastream ids in the narrowest of three encodings, told apart by the blob's length for n readings:
+    int64 (8n bytes), int32 (4n bytes), or runs — b"R", the distinct ids (int64), then their counts (int32):
+    1 + 12k bytes, an odd length, used when the ids come sorted in few runs (a block of 64 datastreams)."""
+    n = int(ds.size)
+    if n == 0:
+        return b""
+    starts = np.flatnonzero(np.r_[True, ds[1:] != ds[:-1]])
+    if 1 + 12 * starts.size < 4 * n:
+        counts = np.diff(np.r_[starts, n]).astype(_I4)
+        return b"R" + ds[starts].astype(_I8, copy=False).tobytes() + counts.tobytes()
+    if int(ds.min()) >= 0 and int(ds.max()) < 1 << 31:
+        return ds.astype(_I4).tobytes()
+    return ds.astype(_I8, copy=False).tobytes()
+
+
+def encode_times(t: np.ndarray, base: int) -> bytes:
+    """Epoch milliseconds as int32 offsets from `base` (4n bytes) when they span under 24 days, else as
+    int64 (8n bytes)."""
+    off = t - base
+    if t.size and (int(off.min()) < 0 or int(off.max()) >= 1 << 31):
+        return t.astype(_I8, copy=False).tobytes()
+    return off.astype(_I4).tobytes()
+
+
+def decode(n: int, base: int, ds: bytes, t: bytes, v: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A row's three arrays (`base`: the row's min_time or start_time), whichever encoding each blob has."""
+    n = int(n)
+    if len(ds) == 8 * n:
+        d = np.frombuffer(ds, dtype=_I8)
+    elif len(ds) == 4 * n:
+        d = np.frombuffer(ds, dtype=_I4).astype(np.int64)
+    else:
+        k = (len(ds) - 1) // 12
+        d = np.repeat(np.frombuffer(ds, dtype=_I8, count=k, offset=1),
+                      np.frombuffer(ds, dtype=_I4, count=k, offset=1 + 8 * k))
+    tt = np.frombuffer(t, dtype=_I8) if len(t) == 8 * n else np.frombuffer(t, dtype=_I4) + np.int64(base)
+    return d, tt, np.frombuffer(v, dtype=_F8)
 
 
 def _joined(rows: Sequence[Sequence[Any]], at: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The three arrays of many rows, whose blobs sit at columns at, at+1, at+2, joined once."""
+    """The three arrays of many rows, whose columns at, at+1, … at+4 are (n, base, datastreams, times,
+    results), decoded and joined."""
     if not rows:
         return _EMPTY
-    return _arrays(b"".join(r[at] for r in rows), b"".join(r[at + 1] for r in rows),
-                   b"".join(r[at + 2] for r in rows))
+    parts = [decode(*r[at:at + 5]) for r in rows]
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]
 
 
 def sort_unique(ds: np.ndarray, t: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -128,14 +171,34 @@ def block_rows(ds: np.ndarray, t: np.ndarray, v: np.ndarray, seq0: int) -> list[
         ends = np.r_[starts[1:], n]
     lo = np.minimum.reduceat(t, starts)
     hi = np.maximum.reduceat(t, starts)
-    db = ds.astype(_I8, copy=False).tobytes()
-    tb = t.astype(_I8, copy=False).tobytes()
+    sizes = ends - starts
     vb = v.astype(_F8, copy=False).tobytes()
-    s_l, e_l = (starts * 8).tolist(), (ends * 8).tolist()
-    spans = list(zip(s_l, e_l, strict=True))
-    return list(zip(group[starts].tolist(), lo.tolist(), range(seq0, seq0 + len(s_l)), hi.tolist(),
-                    (ends - starts).tolist(), [db[a:b] for a, b in spans], [tb[a:b] for a, b in spans],
-                    [vb[a:b] for a, b in spans], strict=True))
+    # times: int32 offsets from each block's start, in one pass; a block spanning 24 days or more keeps int64
+    off = t - np.repeat(lo, sizes)
+    wide = np.flatnonzero(hi - lo >= 1 << 31)
+    tb = off.astype(_I4).tobytes()
+    t_blobs = [tb[a * 4:e * 4] for a, e in zip(starts.tolist(), ends.tolist(), strict=True)]
+    for i in wide.tolist():
+        t_blobs[i] = t[starts[i]:ends[i]].astype(_I8).tobytes()
+    # datastreams: the runs of each block (a block's 64 datastreams are a few runs of many readings)
+    mark = np.empty(n, dtype=np.bool_)
+    mark[0] = True
+    np.not_equal(ds[1:], ds[:-1], out=mark[1:])
+    mark[starts] = True  # a cut inside one datastream's run starts a new run
+    run_starts = np.flatnonzero(mark)
+    counts = np.diff(np.r_[run_starts, n]).astype(_I4).tobytes()
+    ids = ds[run_starts].astype(_I8).tobytes()
+    first_run = np.searchsorted(run_starts, starts).tolist()
+    end_run = [*first_run[1:], run_starts.size]
+    d_blobs = []
+    for i, (r0, r1) in enumerate(zip(first_run, end_run, strict=True)):
+        if 1 + 12 * (r1 - r0) < 8 * int(sizes[i]):
+            d_blobs.append(b"R" + ids[r0 * 8:r1 * 8] + counts[r0 * 4:r1 * 4])
+        else:  # runs of one reading each: plain ids are smaller
+            d_blobs.append(encode_datastreams(ds[starts[i]:ends[i]]))
+    return list(zip(group[starts].tolist(), lo.tolist(), range(seq0, seq0 + len(t_blobs)), hi.tolist(),
+                    sizes.tolist(), d_blobs, t_blobs,
+                    [vb[a * 8:e * 8] for a, e in zip(starts.tolist(), ends.tolist(), strict=True)], strict=True))
 
 
 def _pg_blocks_copy(rows: Sequence[tuple[Any, ...]]) -> bytes:
@@ -218,8 +281,9 @@ class ObservationStore:
         The log keeps the order it is given; compaction sorts."""
         if ds.size == 0:
             return
-        row = (int(ds.size), int(t.min()), int(t.max()), ds.astype(_I8, copy=False).tobytes(),
-               t.astype(_I8, copy=False).tobytes(), v.astype(_F8, copy=False).tobytes())
+        lo = int(t.min())
+        row = (int(ds.size), lo, int(t.max()), encode_datastreams(ds), encode_times(t, lo),
+               v.astype(_F8, copy=False).tobytes())
         sql = (f"INSERT INTO sensing_observation_log (n, min_time, max_time, datastreams, times, results) "
                f"VALUES ({', '.join([self.ph] * 6)})")
         raw = self.engine.raw_connection()
@@ -252,9 +316,23 @@ class ObservationStore:
                 if n == 0 or max_readings is not None:
                     break
             self.pending = 0
+            if moved:
+                self.checkpoint()
             return moved
         finally:
             self._compacting.release()
+
+    def checkpoint(self) -> None:
+        """SQLite: copy the WAL into the database file now, as far as readers allow, without waiting for
+        them (PASSIVE). After a compaction, so the cost of moving its pages is paid (and measured) with it
+        rather than by whichever commit next crosses the automatic checkpoint's mark."""
+        if self.dialect != "sqlite":
+            return
+        raw = self.engine.raw_connection()
+        try:
+            raw.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            raw.close()
 
     def _compact_once(self, limit: int) -> int:
         """Claim a chunk of the log, sort it and cut it into blocks with no lock held, then swap the rows for
@@ -266,7 +344,7 @@ class ObservationStore:
         total = sum(n for _, n in claimed)
         id_list = ", ".join(map(str, ids))
         with self.engine.connect() as conn:
-            got = conn.exec_driver_sql(f"SELECT datastreams, times, results FROM sensing_observation_log "
+            got = conn.exec_driver_sql(f"SELECT {_LOG_READ} FROM sensing_observation_log "
                                        f"WHERE id IN ({id_list}) ORDER BY id").fetchall()
         ds, t, v = merge_runs(*_joined(got, 0))
         # seq: unique per block for ever — the first log row's id, then the block's place in this compaction
@@ -277,11 +355,12 @@ class ObservationStore:
                 cur = raw.cursor()
                 if self.dialect != "postgresql":
                     cur.execute("BEGIN IMMEDIATE")
-                cur.execute(f"DELETE FROM sensing_observation_log WHERE id IN ({id_list}) "
+                cur.execute(f"DELETE FROM sensing_observation_claims WHERE log_id IN ({id_list}) "
                             f"AND claimed_by = {self.ph}", (self.token,))
                 if cur.rowcount != len(ids):  # the lease ran out and another compactor took some of them
                     raw.rollback()
                     return 0
+                cur.execute(f"DELETE FROM sensing_observation_log WHERE id IN ({id_list})")
                 if self.dialect == "postgresql":
                     with cur.copy(f"COPY sensing_observation_blocks {_BLOCK_COLS} FROM STDIN (FORMAT BINARY)") as cp:
                         cp.write(_pg_blocks_copy(rows))
@@ -306,15 +385,15 @@ class ObservationStore:
                 cur = raw.cursor()
                 # free: unclaimed, claimed by this store before (a compaction of its own that failed; this
                 # store runs one at a time), or claimed by a compactor that outlived the lease
-                free = f"(claimed_by IS NULL OR claimed_by = {ph} OR claimed_at < {ph})"
+                sql = (f"SELECT l.id, l.n FROM sensing_observation_log l LEFT JOIN sensing_observation_claims c "
+                       f"ON c.log_id = l.id WHERE c.log_id IS NULL OR c.claimed_by = {ph} OR c.claimed_at < {ph} "
+                       f"ORDER BY l.id LIMIT 1024")
                 args = (self.token, now - CLAIM_LEASE_MS)
                 if self.dialect == "postgresql":
-                    cur.execute(f"SELECT id, n FROM sensing_observation_log WHERE {free} ORDER BY id LIMIT 1024 "
-                                "FOR UPDATE SKIP LOCKED", args)
+                    cur.execute(sql + " FOR UPDATE OF l SKIP LOCKED", args)
                 else:
                     cur.execute("BEGIN IMMEDIATE")
-                    cur.execute(f"SELECT id, n FROM sensing_observation_log WHERE {free} ORDER BY id "
-                                "LIMIT 1024", args)
+                    cur.execute(sql, args)
                 out: list[tuple[int, int]] = []
                 total = 0
                 for rid, n in cur.fetchall():
@@ -323,8 +402,10 @@ class ObservationStore:
                     out.append((int(rid), int(n)))
                     total += int(n)
                 if out:
-                    cur.execute(f"UPDATE sensing_observation_log SET claimed_by = {ph}, claimed_at = {ph} "
-                                f"WHERE id IN ({', '.join(str(i) for i, _ in out)})", (self.token, now))
+                    id_list = ", ".join(str(i) for i, _ in out)
+                    cur.execute(f"DELETE FROM sensing_observation_claims WHERE log_id IN ({id_list})")
+                    cur.executemany(f"INSERT INTO sensing_observation_claims (log_id, claimed_by, claimed_at) "
+                                    f"VALUES ({ph}, {ph}, {ph})", [(i, self.token, now) for i, _ in out])
                 raw.commit()
                 return out
         except Exception:
@@ -368,7 +449,7 @@ class ObservationStore:
             # The log first, then the blocks: a compaction that commits in between moves readings from the
             # log into blocks, so they are read twice (and kept once), never missed.
             where, args = self._where(None, lo, hi, "min_time", "max_time", None)
-            rows = conn.exec_driver_sql("SELECT datastreams, times, results FROM sensing_observation_log"
+            rows = conn.exec_driver_sql(f"SELECT {_LOG_READ} FROM sensing_observation_log"
                                         + where + " ORDER BY id", tuple(args)).fetchall()
             parts.append(_joined(rows, 0))
             groups = None if wanted is None else np.unique(wanted >> GROUP_BITS).tolist()
@@ -376,7 +457,7 @@ class ObservationStore:
                 groups[i:i + 500] for i in range(0, len(groups), 500)]
             for chunk in chunks:
                 where, args = self._where(chunk, lo, hi, "start_time", "end_time", "stream_group")
-                rows = conn.exec_driver_sql("SELECT datastreams, times, results FROM sensing_observation_blocks"
+                rows = conn.exec_driver_sql(f"SELECT {_BLOCK_READ} FROM sensing_observation_blocks"
                                             + where, tuple(args)).fetchall()
                 parts.append(_joined(rows, 0))
         ds = np.concatenate([p[0] for p in parts])
@@ -434,13 +515,13 @@ class ObservationStore:
             parts.append((d, t, v))
 
         with self.engine.connect() as conn:
-            take(_joined(conn.exec_driver_sql("SELECT datastreams, times, results FROM sensing_observation_log"
+            take(_joined(conn.exec_driver_sql(f"SELECT {_LOG_READ} FROM sensing_observation_log"
                                               ).fetchall(), 0))
             offset, page = 0, 64
             where, args = self._where(groups, None, None, "start_time", "end_time", "stream_group")
             while True:
                 rows = conn.exec_driver_sql(
-                    f"SELECT end_time, datastreams, times, results FROM sensing_observation_blocks{where} "
+                    f"SELECT end_time, {_BLOCK_READ} FROM sensing_observation_blocks{where} "
                     f"ORDER BY end_time DESC LIMIT {page} OFFSET {offset}", tuple(args)).fetchall()
                 take(_joined(rows, 1))
                 offset += page
@@ -474,11 +555,11 @@ class ObservationStore:
                 cur = raw.cursor()
                 if self.dialect != "postgresql":
                     cur.execute("BEGIN IMMEDIATE")
-                cur.execute("SELECT stream_group, start_time, seq, datastreams, times, results "
+                cur.execute("SELECT stream_group, start_time, seq, n, datastreams, times, results "
                             "FROM sensing_observation_blocks" + where, args)
                 dropped = 0
-                for grp, start, seq, dsb, tb, vb in cur.fetchall():
-                    d, t, v = (a.copy() for a in _arrays(dsb, tb, vb))
+                for grp, start, seq, n, dsb, tb, vb in cur.fetchall():
+                    d, t, v = (a.copy() for a in decode(n, start, dsb, tb, vb))
                     before = v.copy()
                     drop = change(d, t, v)
                     if not drop.any() and np.array_equal(before, v, equal_nan=True):

@@ -67,9 +67,17 @@ class ObservationLogRow(Base):
     datastreams: Mapped[bytes] = mapped_column(LargeBinary)
     times: Mapped[bytes] = mapped_column(LargeBinary)
     results: Mapped[bytes] = mapped_column(LargeBinary)
-    # A compactor's claim (see adapters/observations_store.py): who took the row, when (epoch ms).
-    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    claimed_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class ObservationClaimRow(Base):
+    """A compactor's claim on one log row (see adapters/observations_store.py): who took it, when (epoch
+    ms). A table of its own: setting a column of the log row would rewrite the row's arrays."""
+
+    __tablename__ = "sensing_observation_claims"
+
+    log_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    claimed_by: Mapped[str] = mapped_column(String(64))
+    claimed_at: Mapped[int] = mapped_column(BigInteger)
 
 
 class ObservationBlockRow(Base):

@@ -2,7 +2,8 @@
 
 A compactor claims a chunk of the log in a short transaction, sorts it and cuts it into blocks with no
 lock held, then swaps the rows for their blocks in one transaction that checks the claim is still its own.
-A claim older than the lease (a compactor that died) may be taken over.
+A claim older than the lease (a compactor that died) may be taken over. Claims live in a table of their
+own: a column on the log row would make SQLite rewrite the row's megabyte of arrays to set it.
 
 Revision ID: 0009
 Revises: 0008
@@ -19,11 +20,13 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.add_column("sensing_observation_log", sa.Column("claimed_by", sa.String(64), nullable=True))
-    op.add_column("sensing_observation_log", sa.Column("claimed_at", sa.BigInteger(), nullable=True))
+    op.create_table(
+        "sensing_observation_claims",
+        sa.Column("log_id", sa.BigInteger(), primary_key=True, autoincrement=False),
+        sa.Column("claimed_by", sa.String(64), nullable=False),
+        sa.Column("claimed_at", sa.BigInteger(), nullable=False),
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("sensing_observation_log") as batch:
-        batch.drop_column("claimed_at")
-        batch.drop_column("claimed_by")
+    op.drop_table("sensing_observation_claims")
