@@ -302,3 +302,188 @@ def test_the_write_lock_keeps_other_processes_out_while_held(tmp_path: Any) -> N
         assert subprocess.run([sys.executable, "-c", probe, lock.path]).returncode == 3  # held: refused
     assert subprocess.run([sys.executable, "-c", probe, lock.path]).returncode == 0  # let go: taken
     engine.dispose()
+
+
+# ------------------------------------------------------------------ merging small blocks
+def _slow_devices(store: ObservationStore, hours: int, streams: list[int], first_hour: int = 0,
+                  ) -> list[tuple[np.ndarray, ...]]:
+    """A compaction an hour of devices that report once an hour: one small block per stream group each."""
+    batches = []
+    for h in range(first_hour, first_hour + hours):
+        ds = np.array(streams, dtype=np.int64)
+        t = T0 + h * 3_600_000 + ds * 1000  # distinct keys: each (datastream, hour) once
+        b = (ds, t, ds * 1000.0 + h)
+        store.insert(*b)
+        store.compact()
+        batches.append(b)
+    return batches
+
+
+def _blocks(store: ObservationStore) -> dict[int, list[int]]:
+    """Each stream group's block sizes."""
+    out: dict[int, list[int]] = {}
+    with store.engine.connect() as conn:
+        for g, n in conn.execute(text("SELECT stream_group, n FROM sensing_observation_blocks "
+                                      "ORDER BY stream_group, start_time, seq")):
+            out.setdefault(int(g), []).append(int(n))
+    return out
+
+
+def _readers_match(store: ObservationStore, want: dict[tuple[int, int], float]) -> None:
+    assert _all(store) == want
+    for d in {d for d, _ in want}:
+        expect = sorted((t, v) for (dd, t), v in want.items() if dd == d)
+        assert store.series(d, limit=100_000, newest_first=False) == expect
+    newest = sorted(((t, d, v) for (d, t), v in want.items()), reverse=True)
+    assert store.recent(37) == [(d, t, v) for t, d, v in newest[:37]]
+    some = [d for _, d, _ in newest[:3]]
+    assert store.recent(11, some) == [(d, t, v) for t, d, v in newest if d in some][:11]
+    keys = list(want)[::7]
+    asked_ds = np.array([d for d, _ in keys] + [d for d, _ in keys], dtype=np.int64)
+    asked_t = np.array([t for _, t in keys] + [t + 1 for _, t in keys], dtype=np.int64)
+    assert store.existing(asked_ds, asked_t).tolist() == [True] * len(keys) + [False] * len(keys)
+
+
+def test_merge_small_joins_the_small_blocks_of_slow_devices(store: ObservationStore,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(st, "BLOCK_MAX", 64)  # candidates: n < 16; a group merges from 32 readings
+    # group 0: 10 devices, group 1: 3 devices (merged), group 2: 1 device (20 readings: left alone),
+    # group 3: 40 devices (blocks of 40: no candidates)
+    streams = [*range(1, 11), 64, 65, 66, 130, *range(192, 232)]
+    batches = _slow_devices(store, 20, streams)
+    want = _model(batches)
+    before = _blocks(store)
+    assert [len(before[g]) for g in range(4)] == [20, 20, 20, 20]
+    assert store.merge_small() == 20 * 10 + 20 * 3
+    after = _blocks(store)
+    assert after[0] == [50, 50, 50, 50]  # equal blocks, each above the candidates' size
+    assert after[1] == [60]
+    assert after[2] == before[2] and after[3] == before[3]  # below the threshold / not small: untouched
+    _readers_match(store, want)
+    assert store.merge_small() == 0  # merged readings are not merged again
+    assert _blocks(store) == after
+    # more hours later: the new small blocks merge, the merged ones stay; seqs never collide with compaction's
+    more = _slow_devices(store, 4, streams, first_hour=20)
+    assert store.merge_small() == 4 * 10  # group 0's 40 new readings; groups 1 (12) and 2 (24) wait
+    assert _blocks(store)[0] == [50, 50, 50, 50, 40]
+    _readers_match(store, _model(batches + more))
+
+
+def test_merge_small_is_bounded_by_max_groups(store: ObservationStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(st, "BLOCK_MAX", 64)
+    batches = _slow_devices(store, 8, [1, 2, 3, 4, 64, 65, 66, 67, 128, 129, 130, 131])  # 3 groups of 32
+    assert store.merge_small(max_groups=2) == 64
+    assert sorted(len(b) for b in _blocks(store).values()) == [1, 1, 8]
+    assert store.merge_small(max_groups=2) == 32
+    assert store.merge_small() == 0
+    _readers_match(store, _model(batches))
+
+
+def test_mergers_in_parallel_lose_nothing_and_double_nothing(database_url: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several stores (as several processes would) merge at once, while a reader reads: every reading ends in
+    exactly one block, and a reader never misses one."""
+    import threading
+
+    monkeypatch.setattr(st, "BLOCK_MAX", 64)
+    engine = db.make_engine(database_url)
+    db.upgrade(engine)
+    stores = [ObservationStore(engine) for _ in range(3)]
+    streams = [g * 64 + i for g in range(12) for i in range(1, 9)]  # 12 groups of 8 slow devices
+    batches = _slow_devices(stores[0], 6, streams)
+    want = _model(batches)
+    merged: list[int] = []
+    errors: list[BaseException] = []
+    go = threading.Barrier(len(stores) + 1)
+
+    def merge(s: ObservationStore) -> None:
+        try:
+            go.wait()
+            for _ in range(3):
+                merged.append(s.merge_small(max_groups=4))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    def read() -> None:
+        try:
+            go.wait()
+            for _ in range(10):
+                assert _all(stores[0]) == want
+                newest = sorted(((t, d) for d, t in want), reverse=True)[:30]
+                assert [(t, d) for d, t, _ in stores[0].recent(30)] == newest
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=merge, args=(s,)) for s in stores] + [threading.Thread(target=read)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    stores[0].merge_small()  # whatever a skipped lock left
+    assert sum(merged) <= len(want)
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT coalesce(sum(n), 0) FROM sensing_observation_blocks")).scalar()
+    assert stored == len(want)  # no reading in two blocks
+    assert all(len(b) == 1 for b in _blocks(stores[0]).values())  # each group's 48 readings in one block
+    _readers_match(stores[0], want)
+    engine.dispose()
+
+
+# ------------------------------------------------------------------ recent() reads only the newest log rows
+def test_recent_reads_only_the_newest_log_rows(store: ObservationStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(21)
+    # 300 batches a minute apart, each over its own minute, in shuffled order; some late readings in blocks
+    batches = [_batch(rng, 50, 100, T0 + k * 60_000, T0 + (k + 1) * 60_000) for k in range(300)]
+    late = batches[250:260]
+    for b in late:
+        store.insert(*b)
+    store.compact()
+    for i in rng.permutation(300).tolist():
+        if not 250 <= i < 260:
+            store.insert(*batches[i])
+    want = _model(batches)
+    newest = sorted(((t, d, v) for (d, t), v in want.items()), reverse=True)
+    fetched: list[int] = []
+    joined = st._joined
+
+    def counting(rows: Any, at: int) -> Any:
+        if at == 2:  # recent's log pages
+            fetched.append(len(rows))
+        return joined(rows, at)
+
+    monkeypatch.setattr(st, "_joined", counting)
+    for k in (1, 30, 200, 5000):
+        fetched.clear()
+        assert store.recent(k) == [(d, t, v) for t, d, v in newest[:k]]
+        if k <= 200:  # the newest batches are in the first page or two of the log
+            assert sum(fetched) <= 16 + 64, (k, fetched)
+    fetched.clear()
+    assert store.recent(10**6) == [(d, t, v) for t, d, v in newest]  # a full scan: everything, once
+    assert sum(fetched) == 290
+    some = [3, 4, 99]
+    assert store.recent(40, some) == [(d, t, v) for t, d, v in newest if d in some][:40]
+
+
+def test_a_merge_between_two_pages_of_recent_hides_nothing(store: ObservationStore,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """`recent` pages through blocks; a merge that commits after its first page turns the unread small blocks
+    into merged ones that sort before the offset reached. The reader's snapshot still sees the old blocks."""
+    monkeypatch.setattr(st, "BLOCK_MAX", 64)
+    batches = _slow_devices(store, 100, list(range(1, 11)))  # 100 blocks of 10 readings, an hour apart
+    want = _model(batches)
+    newest = sorted(((t, d, v) for (d, t), v in want.items()), reverse=True)
+    other = ObservationStore(store.engine)
+    joined = st._joined
+    merged: list[int] = []
+
+    def merging(rows: Any, at: int) -> Any:
+        if at == 1 and not merged:  # after recent's first page of blocks
+            merged.append(other.merge_small())
+        return joined(rows, at)
+
+    monkeypatch.setattr(st, "_joined", merging)
+    assert store.recent(700) == [(d, t, v) for t, d, v in newest[:700]]
+    assert merged == [1000]
+    monkeypatch.setattr(st, "_joined", joined)
+    _readers_match(store, want)

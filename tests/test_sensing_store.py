@@ -95,6 +95,27 @@ def test_store_insert_sorts_what_it_is_given_and_keeps_one_of_each_key(app: Any)
     assert got == want
 
 
+def test_the_tick_merges_the_small_blocks_of_slow_devices(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Devices that report once an hour, compacted each hour, leave a small block an hour; the tick merges
+    them (and says how many readings it rewrote), and the duplicate check still finds them."""
+    monkeypatch.setattr(store_mod, "BLOCK_MAX", 64)  # candidates under 16 readings, merged from 32
+    codes = _methane_devices(app, 5, "SM")
+    now = app.clock.now()
+    t0 = int((now - timedelta(hours=12)).timestamp() * 1000)
+    items = []
+    for h in range(10):
+        hour = [{"device": c, "quantity": "methane", "value": float(h), "time": t0 + h * 3_600_000 + i}
+                for i, c in enumerate(codes)]
+        assert app.sensing.ingest_body(orjson.dumps(hour), now=now).accepted == 5
+        app.sensing.store.compact()
+        items += hour
+    assert app.sensing.tick(now)["merged"] == 50
+    assert app.sensing.tick(now)["merged"] == 0
+    assert app.sensing.store.count() == 50
+    again = app.sensing.ingest_body(orjson.dumps(items[:20]), now=now)
+    assert again.accepted == 0 and again.reasons == {"duplicate": 20}
+
+
 _CHILD = textwrap.dedent("""
     import os, sys
     from datetime import datetime

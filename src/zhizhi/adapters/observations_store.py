@@ -22,6 +22,14 @@ compactors never take the same log rows: SQLite's write lock is taken before rea
 (`BEGIN IMMEDIATE`), PostgreSQL locks them (`FOR UPDATE SKIP LOCKED`). Readers read both tables, so a
 reading is visible as soon as it is acknowledged. If two writers ever stored the same reading (a race
 that the ingest's partitions prevent), readers keep one.
+
+Slow devices and small compactions leave many small blocks per stream group; `merge_small` (run by the
+periodic tick) merges a group's small blocks into full ones, once each, in one transaction per chunk of
+groups (SQLite: under the write lock; PostgreSQL: only the rows it could lock `FOR UPDATE SKIP LOCKED`).
+Readers that page (`recent`) read one snapshot, so a merge between two pages hides nothing; the others
+read each stream group's blocks in one statement. `recent` stops reading the log and the blocks once no
+unread row can hold a newer reading; `existing` and `series` decode only the log rows that hold the
+datastreams asked for.
 """
 
 from __future__ import annotations
@@ -32,11 +40,11 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 try:
     import fcntl
@@ -109,6 +117,17 @@ def decode(n: int, base: int, ds: bytes, t: bytes, v: bytes) -> tuple[np.ndarray
                       np.frombuffer(ds, dtype=_I4, count=k, offset=1 + 8 * k))
     tt = np.frombuffer(t, dtype=_I8) if len(t) == 8 * n else np.frombuffer(t, dtype=_I4) + np.int64(base)
     return d, tt, np.frombuffer(v, dtype=_F8)
+
+
+def _stream_ids(n: int, ds: bytes) -> np.ndarray:
+    """The datastream ids a row's datastreams blob holds, cheaply: for runs only the distinct ids (not
+    repeated per reading), so a reader can tell whether a row concerns it before decoding the rest."""
+    n = int(n)
+    if len(ds) == 8 * n:
+        return np.frombuffer(ds, dtype=_I8)
+    if len(ds) == 4 * n:
+        return np.frombuffer(ds, dtype=_I4)
+    return np.frombuffer(ds, dtype=_I8, count=(len(ds) - 1) // 12, offset=1)
 
 
 def _joined(rows: Sequence[Sequence[Any]], at: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -421,6 +440,107 @@ class ObservationStore:
             cur.execute(f"INSERT INTO sensing_observation_blocks {_BLOCK_COLS} VALUES "
                         f"{', '.join([one] * len(chunk))}", [x for r in chunk for x in r])
 
+    # ------------------------------------------------------------------ merging small blocks
+    def merge_small(self, max_groups: int = 64) -> int:
+        """Second-level compaction: merge each stream group's small blocks into few full ones. Returns the
+        readings rewritten.
+
+        Why: devices that report slowly (a reading an hour), or compactions of a small log, leave many blocks
+        of a few readings per group, and nothing else ever joins them, so a series read touches a row per
+        compaction. Candidates are blocks under `BLOCK_MAX // 4` readings; a group is merged only when its
+        candidates hold `BLOCK_MAX // 2` readings in all, and the merged readings are cut into equal blocks
+        (each of about `BLOCK_MAX // 2` or more), so a merged reading is not a candidate again (unless keys
+        stored twice shrank its block below a quarter): a reading is merged once, and the work is bounded by
+        what compaction wrote. At most `max_groups` groups per
+        call (the periodic tick calls it with a bound), one transaction per chunk of groups."""
+        small, enough = BLOCK_MAX // 4, BLOCK_MAX // 2
+        with self.engine.connect() as conn:
+            found = conn.exec_driver_sql(
+                f"SELECT stream_group, sum(n) FROM sensing_observation_blocks WHERE n < {small} "
+                f"GROUP BY stream_group HAVING sum(n) >= {enough} AND count(*) > 1 "
+                f"ORDER BY count(*) DESC, stream_group LIMIT {max(int(max_groups), 0)}").fetchall()
+        merged = 0
+        chunk: list[int] = []
+        size = 0
+        for grp, n in found:
+            chunk.append(int(grp))
+            size += int(n)
+            if size >= COMPACT_CHUNK or len(chunk) >= 500:
+                merged += self._merge_groups(chunk)
+                chunk, size = [], 0
+        if chunk:
+            merged += self._merge_groups(chunk)
+        if merged:
+            self.checkpoint()
+        return merged
+
+    def _merge_groups(self, groups: Sequence[int]) -> int:
+        """One transaction: read these groups' small blocks, merge them, delete them by primary key and
+        insert the merged blocks. SQLite holds the write lock throughout (`BEGIN IMMEDIATE`), so two mergers
+        take turns. PostgreSQL locks the candidates `FOR UPDATE SKIP LOCKED` and merges only what it locked:
+        a concurrent merger (or a `_rewrite`, which locks what it reads) gets other rows or none, so no
+        reading is ever committed in two blocks, and readers see each group before or after, never between."""
+        small, enough = BLOCK_MAX // 4, BLOCK_MAX // 2
+        pg = self.dialect == "postgresql"
+        ph = self.ph
+        raw = self.engine.raw_connection()
+        try:
+            with self.writing:
+                cur = raw.cursor()
+                if not pg:
+                    cur.execute("BEGIN IMMEDIATE")
+                cur.execute("SELECT stream_group, start_time, seq, n, start_time, datastreams, times, results "
+                            f"FROM sensing_observation_blocks WHERE stream_group IN ({', '.join(map(str, groups))}) "
+                            f"AND n < {small} ORDER BY stream_group, seq" + (" FOR UPDATE SKIP LOCKED" if pg else ""))
+                by_group: dict[int, list[Any]] = {}
+                for r in cur.fetchall():
+                    by_group.setdefault(int(r[0]), []).append(r)
+                todo = [rs for rs in by_group.values() if len(rs) > 1 and sum(int(r[3]) for r in rs) >= enough]
+                if not todo:
+                    raw.rollback()
+                    return 0
+                # seq: unique for ever, as compaction's — an id of the log's own sequence, never a log row's
+                base = self._take_log_id(cur) << 24
+                new: list[tuple[Any, ...]] = []
+                merged = 0
+                for rs in todo:
+                    # each block is sorted; merge_runs merges them and keeps the first stored of equal keys
+                    ds, t, v = merge_runs(*_joined(rs, 3))
+                    k = -(-int(ds.size) // BLOCK_MAX)
+                    cuts = (np.arange(k + 1) * int(ds.size)) // k  # k equal blocks, not full ones and a stub
+                    for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
+                        new.extend(block_rows(ds[a:b], t[a:b], v[a:b], base + len(new)))
+                    merged += sum(int(r[3]) for r in rs)
+                cur.executemany(f"DELETE FROM sensing_observation_blocks WHERE stream_group = {ph} "
+                                f"AND start_time = {ph} AND seq = {ph}",
+                                [(int(r[0]), int(r[1]), int(r[2])) for rs in todo for r in rs])
+                if pg:
+                    with cur.copy(f"COPY sensing_observation_blocks {_BLOCK_COLS} FROM STDIN (FORMAT BINARY)") as cp:
+                        cp.write(_pg_blocks_copy(new))
+                else:
+                    self._sqlite_blocks(cur, new)
+                raw.commit()
+                return merged
+        except Exception:
+            raw.rollback()
+            raise
+        finally:
+            raw.close()
+
+    def _take_log_id(self, cur: Any) -> int:
+        """Take the next id of the log's id sequence inside the caller's write transaction, so that no log
+        row (whose id compaction turns into its blocks' seq) ever gets it."""
+        if self.dialect == "postgresql":
+            cur.execute("SELECT nextval(pg_get_serial_sequence('sensing_observation_log', 'id'))")
+            return int(cur.fetchone()[0])
+        cur.execute("SELECT seq FROM sqlite_sequence WHERE name = 'sensing_observation_log'")
+        got = cur.fetchone()
+        if got is None:  # no log row was ever written
+            cur.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('sensing_observation_log', 1)")
+            return 1
+        cur.execute("UPDATE sqlite_sequence SET seq = seq + 1 WHERE name = 'sensing_observation_log'")
+        return int(got[0]) + 1
+
     # ------------------------------------------------------------------ reading
     def _where(self, groups: Sequence[int] | None, lo: int | None, hi: int | None,
                t_lo: str, t_hi: str, grp: str | None) -> tuple[str, list[int]]:
@@ -449,8 +569,11 @@ class ObservationStore:
             # The log first, then the blocks: a compaction that commits in between moves readings from the
             # log into blocks, so they are read twice (and kept once), never missed.
             where, args = self._where(None, lo, hi, "min_time", "max_time", None)
-            rows = conn.exec_driver_sql(f"SELECT {_LOG_READ} FROM sensing_observation_log"
-                                        + where + " ORDER BY id", tuple(args)).fetchall()
+            if wanted is None:
+                rows = conn.exec_driver_sql(f"SELECT {_LOG_READ} FROM sensing_observation_log"
+                                            + where + " ORDER BY id", tuple(args)).fetchall()
+            else:
+                rows = self._log_rows_of(conn, wanted, where, tuple(args))
             parts.append(_joined(rows, 0))
             groups = None if wanted is None else np.unique(wanted >> GROUP_BITS).tolist()
             chunks: list[list[int] | None] = [None] if groups is None else [
@@ -469,6 +592,36 @@ class ObservationStore:
         if hi is not None:
             m &= t <= hi
         return sort_unique(ds[m], t[m], v[m])
+
+    def _log_rows_of(self, conn: Connection, wanted: np.ndarray, where: str, args: tuple[Any, ...]) -> list[Any]:
+        """The log rows (as `_LOG_READ`) that `where` selects and that hold any of the `wanted` datastreams.
+
+        Why: the duplicate check of late readings (`existing`) and `series` ask for a few datastreams, and
+        reading and decoding every log row in the window cost tens of MB a call. This reads each row's
+        datastreams blob only (a quarter of its bytes; for runs, the distinct ids alone are looked at), then
+        the whole of the rows that hold a wanted datastream. A compaction that deletes some of them in
+        between has put their readings in blocks, which the caller reads afterwards."""
+        heads = conn.exec_driver_sql(f"SELECT id, n, datastreams FROM sensing_observation_log{where}",
+                                     args).fetchall()
+        hit = sorted(int(rid) for rid, n, dsb in heads if np.isin(_stream_ids(n, dsb), wanted).any())
+        rows: list[Any] = []
+        for i in range(0, len(hit), 1000):
+            rows.extend(conn.exec_driver_sql(
+                f"SELECT {_LOG_READ} FROM sensing_observation_log WHERE id IN ({', '.join(map(str, hit[i:i + 1000]))}) "
+                "ORDER BY id").fetchall())
+        return rows
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[Connection]:
+        """A connection whose reads all see one committed state of the database (SQLite: one read
+        transaction; PostgreSQL: REPEATABLE READ). Paged reads need it: a `merge_small` that commits between
+        two pages could move a reading from an unread block into a block already passed."""
+        with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            elif self.dialect == "sqlite":
+                conn.exec_driver_sql("BEGIN")  # ended by the rollback when the connection is given back
+            yield conn
 
     def readings(self, since_ms: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All readings with time ≥ since_ms (all of them when None) as (datastream, time, value) arrays,
@@ -496,7 +649,12 @@ class ObservationStore:
 
     def recent(self, limit: int, datastreams: Iterable[int] | None = None) -> list[tuple[int, int, float]]:
         """The newest `limit` readings (of these datastreams, or of all): (datastream, time, value), newest
-        first. Blocks are read newest end time first until no older block can hold a newer reading."""
+        first.
+
+        The log is read newest `max_time` first, then the blocks newest `end_time` first, each in pages, and
+        each stops as soon as no unread row can hold a reading newer than the `limit`-th newest found so far:
+        the SensorThings collection then reads a page or two of the log (up to a million readings) instead
+        of all of it. All in one snapshot (`_snapshot`), the log before the blocks as everywhere."""
         k = max(int(limit), 0)
         wanted = None if datastreams is None else np.unique(np.fromiter((int(x) for x in datastreams),
                                                                         dtype=np.int64))
@@ -505,33 +663,71 @@ class ObservationStore:
         groups = None if wanted is None else np.unique(wanted >> GROUP_BITS).tolist()
         if groups is not None and len(groups) > 500:
             groups = None  # read all blocks; the datastream filter below still applies
-        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        best = _EMPTY
 
-        def take(arrays: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        def take(arrays: tuple[np.ndarray, np.ndarray, np.ndarray]) -> int | None:
+            """Keep the newest readings found so far, one per key (the first read wins), dropping those older
+            than the k-th newest; returns that k-th newest time (None while fewer than k are known)."""
+            nonlocal best
             d, t, v = arrays
             if wanted is not None:
                 m = np.isin(d, wanted)
                 d, t, v = d[m], t[m], v[m]
-            parts.append((d, t, v))
+            d, t, v = sort_unique(*(np.concatenate([best[i], x]) for i, x in enumerate((d, t, v))))
+            if d.size < k:
+                best = (d, t, v)
+                return None
+            kth = int(np.partition(t, d.size - k)[d.size - k])
+            m = t >= kth
+            best = (d[m], t[m], v[m])
+            return kth
 
-        with self.engine.connect() as conn:
-            take(_joined(conn.exec_driver_sql(f"SELECT {_LOG_READ} FROM sensing_observation_log"
-                                              ).fetchall(), 0))
+        ph = self.ph
+        with self._snapshot() as conn:
+            after: tuple[int, int] | None = None
+            page = 16
+            heads: list[tuple[int, int]] = []
+            if wanted is not None:
+                # a few datastreams: the (max_time, id) of the rows that hold them, from their datastreams
+                # blobs alone, newest first; then those rows in pages
+                heads = [(int(mt), int(rid)) for mt, rid, n, dsb in conn.exec_driver_sql(
+                    "SELECT max_time, id, n, datastreams FROM sensing_observation_log").fetchall()
+                    if np.isin(_stream_ids(n, dsb), wanted).any()]
+                heads.sort(reverse=True)
+            while True:
+                if wanted is not None:
+                    ids = ", ".join(str(rid) for _, rid in heads[:page]) or "NULL"
+                    heads = heads[page:]
+                    rows = conn.exec_driver_sql(
+                        f"SELECT max_time, id, {_LOG_READ} FROM sensing_observation_log WHERE id IN ({ids}) "
+                        f"ORDER BY max_time DESC, id DESC").fetchall()
+                else:
+                    where, args = "", ()
+                    if after is not None:  # the next page by (max_time, id) descending
+                        where = f" WHERE max_time < {ph} OR (max_time = {ph} AND id < {ph})"
+                        args = (after[0], *after)
+                    rows = conn.exec_driver_sql(
+                        f"SELECT max_time, id, {_LOG_READ} FROM sensing_observation_log{where} "
+                        f"ORDER BY max_time DESC, id DESC LIMIT {page}", args).fetchall()
+                kth = take(_joined(rows, 2))
+                # every unread log row's readings are no newer than the last row's max_time
+                if len(rows) < page or (kth is not None and kth > int(rows[-1][0])):
+                    break
+                after = (int(rows[-1][0]), int(rows[-1][1]))
+                page = min(page * 4, 4096)
             offset, page = 0, 64
-            where, args = self._where(groups, None, None, "start_time", "end_time", "stream_group")
+            where, bargs = self._where(groups, None, None, "start_time", "end_time", "stream_group")
             while True:
                 rows = conn.exec_driver_sql(
                     f"SELECT end_time, {_BLOCK_READ} FROM sensing_observation_blocks{where} "
-                    f"ORDER BY end_time DESC LIMIT {page} OFFSET {offset}", tuple(args)).fetchall()
-                take(_joined(rows, 1))
+                    f"ORDER BY end_time DESC LIMIT {page} OFFSET {offset}", tuple(bargs)).fetchall()
+                kth = take(_joined(rows, 1))
                 offset += page
-                have = np.concatenate([p[1] for p in parts])
                 # every unread block ends no later than the last one read
-                if len(rows) < page or (have.size >= k and np.partition(have, have.size - k)[have.size - k]
-                                        > int(rows[-1][0])):
+                if len(rows) < page or (kth is not None and kth > int(rows[-1][0])):
                     break
                 page = min(page * 4, 4096)
-        ds, t, v = sort_unique(*(np.concatenate([p[i] for p in parts]) for i in range(3)))
+        ds, t, v = best
         order = np.lexsort((-ds, -t))[:k]
         return list(zip(ds[order].tolist(), t[order].tolist(), v[order].tolist(), strict=True))
 
@@ -555,8 +751,11 @@ class ObservationStore:
                 cur = raw.cursor()
                 if self.dialect != "postgresql":
                     cur.execute("BEGIN IMMEDIATE")
+                # PostgreSQL: lock what is rewritten, so a concurrent `merge_small` skips it (else both could
+                # write its readings anew)
                 cur.execute("SELECT stream_group, start_time, seq, n, datastreams, times, results "
-                            "FROM sensing_observation_blocks" + where, args)
+                            "FROM sensing_observation_blocks" + where
+                            + (" FOR UPDATE" if self.dialect == "postgresql" else ""), args)
                 dropped = 0
                 for grp, start, seq, n, dsb, tb, vb in cur.fetchall():
                     d, t, v = (a.copy() for a in decode(n, start, dsb, tb, vb))
