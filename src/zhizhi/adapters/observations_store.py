@@ -15,13 +15,19 @@ parts merged into sorted granules under a sparse primary index, as in ClickHouse
   then read out of a few blocks with numpy. One block row stands for hundreds of readings, so the
   index costs the database a few hundred bytes per compaction and group, not a B-tree entry per reading.
 
+Arrays are stored narrow (`encode_datastreams`, `encode_times`): ids as runs or int32, times as int32
+offsets from the row's start, values as float64 — about 14 bytes a reading in a block instead of 24. A
+blob's length tells its encoding, so rows written wide before stay readable (`decode`).
+
 Compaction runs when the log holds `COMPACT_AT` readings (`SensingService` starts it in a background
-thread after the batch that crossed the mark) and in the periodic job; it is one transaction (blocks
-in, log rows out), so a crash leaves either the log rows or their blocks, never neither. Two
-compactors never take the same log rows: SQLite's write lock is taken before reading them
-(`BEGIN IMMEDIATE`), PostgreSQL locks them (`FOR UPDATE SKIP LOCKED`). Readers read both tables, so a
-reading is visible as soon as it is acknowledged. If two writers ever stored the same reading (a race
-that the ingest's partitions prevent), readers keep one.
+thread after the batch that crossed the mark) and in the periodic job. Several processes compact at
+once: each **claims** a chunk of log rows (`sensing_observation_claims`, one short transaction), sorts
+and cuts it with no lock held, then swaps the rows for their blocks in one transaction that first
+checks its claim — so a crash leaves either the log rows or their blocks, never neither, and a claim
+that outlives `CLAIM_LEASE_MS` (a dead compactor's) is taken over. On SQLite the store's write
+transactions queue on an flock (`WriteLock`) rather than on SQLite's sleeping busy handler. Readers read
+both tables, the log first, so a reading is visible as soon as it is acknowledged. If two writers ever
+stored the same reading (a race that the ingest's partitions prevent), readers keep one.
 
 Slow devices and small compactions leave many small blocks per stream group; `merge_small` (run by the
 periodic tick) merges a group's small blocks into full ones, once each, in one transaction per chunk of
@@ -380,11 +386,7 @@ class ObservationStore:
                     raw.rollback()
                     return 0
                 cur.execute(f"DELETE FROM sensing_observation_log WHERE id IN ({id_list})")
-                if self.dialect == "postgresql":
-                    with cur.copy(f"COPY sensing_observation_blocks {_BLOCK_COLS} FROM STDIN (FORMAT BINARY)") as cp:
-                        cp.write(_pg_blocks_copy(rows))
-                else:
-                    self._sqlite_blocks(cur, rows)
+                self._write_blocks(cur, rows)
                 raw.commit()
             return total
         except Exception:
@@ -432,6 +434,14 @@ class ObservationStore:
             raise
         finally:
             raw.close()
+
+    def _write_blocks(self, cur: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert block rows in the caller's transaction: COPY BINARY on PostgreSQL, multi-row INSERTs on SQLite."""
+        if self.dialect == "postgresql":
+            with cur.copy(f"COPY sensing_observation_blocks {_BLOCK_COLS} FROM STDIN (FORMAT BINARY)") as cp:
+                cp.write(_pg_blocks_copy(rows))
+        else:
+            self._sqlite_blocks(cur, rows)
 
     def _sqlite_blocks(self, cur: Any, rows: Sequence[tuple[Any, ...]]) -> None:
         one = f"({', '.join([self.ph] * 8)})"
@@ -514,11 +524,7 @@ class ObservationStore:
                 cur.executemany(f"DELETE FROM sensing_observation_blocks WHERE stream_group = {ph} "
                                 f"AND start_time = {ph} AND seq = {ph}",
                                 [(int(r[0]), int(r[1]), int(r[2])) for rs in todo for r in rs])
-                if pg:
-                    with cur.copy(f"COPY sensing_observation_blocks {_BLOCK_COLS} FROM STDIN (FORMAT BINARY)") as cp:
-                        cp.write(_pg_blocks_copy(new))
-                else:
-                    self._sqlite_blocks(cur, new)
+                self._write_blocks(cur, new)
                 raw.commit()
                 return merged
         except Exception:
