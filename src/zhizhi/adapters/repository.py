@@ -61,10 +61,15 @@ class CaseRepository:
 
     def add_many(self, cases: list[Case]) -> list[Case]:
         """Insert many cases with one flush (a batched INSERT on both backends)."""
+        if not cases:
+            return cases
         now = datetime.now(UTC)
         values = [_row_values(case) for case in cases]
-        rows = [CaseRow(**self._sealed(v), version=1, updated_at=now) for v in values]
-        if rows and self.session.get_bind().dialect.name == "postgresql":
+        # Plain INSERTs of column values, not ORM objects: nothing reads the rows back through the session
+        # (the repository tracks the domain cases itself), and building and flushing a CaseRow cost 0.8 ms
+        # a case, which an alarm storm or a hotline import multiplies by thousands.
+        rows = [{**self._sealed(v), "version": 1, "updated_at": now} for v in values]
+        if self.session.get_bind().dialect.name == "postgresql":
             # Take the ids from the sequence up front: the INSERT then needs no RETURNING and the
             # driver sends one short statement many times instead of parsing one huge one.
             ids = self.session.scalars(
@@ -72,11 +77,13 @@ class CaseRepository:
                 {"n": len(rows)},
             ).all()
             for row, new_id in zip(rows, ids, strict=True):
-                row.id = int(new_id)
-        self.session.add_all(rows)
-        self.session.flush()
-        for case, row, v in zip(cases, rows, values, strict=True):
-            case.id = row.id
+                row["id"] = int(new_id)
+            self.session.execute(insert(CaseRow), rows)
+        else:
+            ids = self.session.execute(insert(CaseRow).returning(CaseRow.id, sort_by_parameter_order=True),
+                                       rows).scalars().all()
+        for case, new_id, v in zip(cases, ids, values, strict=True):
+            case.id = int(new_id)
             self._track(case, v, version=1, persisted_seq=0)
         return cases
 

@@ -641,13 +641,15 @@ class SensingService:
                     cleared.append(alarm)
         events: list[Any] = []
         with self.sessions() as s:
-            rows = [_alarm_row(a) for _, _, a in new]
-            s.add_all(rows)
-            s.flush()
-            for (di, ri, alarm), row in zip(new, rows, strict=True):
-                alarm.id = row.id
+            # Core INSERTs with RETURNING (one statement per few hundred rows), not ORM objects: building and
+            # flushing an AlarmRow and an AlarmStepRow per alarm cost 0.7 ms an alarm, which an alarm storm
+            # (a rainstorm floods a district's water-level sensors at once) multiplies by thousands.
+            ids = s.execute(insert(AlarmRow).returning(AlarmRow.id, sort_by_parameter_order=True),
+                            [_alarm_values(a) for _, _, a in new]).scalars().all() if new else []
+            for (di, ri, alarm), alarm_id in zip(new, ids, strict=True):
+                alarm.id = int(alarm_id)
                 alarm.raised()
-                self.by_id[row.id] = alarm
+                self.by_id[alarm.id] = alarm
                 if di >= 0:
                     self.active[(di, ri)] = alarm
             # Updates by primary key, one executemany per kind (not a statement per alarm).
@@ -664,16 +666,17 @@ class SensingService:
                                               "count": a.count} for a in cleared])
             for alarm in cleared:
                 self.by_id.pop(alarm.id or 0, None)
-            steps = []
+            steps: list[dict[str, Any]] = []
             for alarm in [a for _, _, a in new]:
-                steps.extend(_step_row(alarm.id or 0, st) for st in alarm.steps)
+                steps.extend(_step_values(alarm.id or 0, st) for st in alarm.steps)
                 events.extend(alarm.events)
                 alarm.events.clear()
             for alarm in cleared:
-                steps.extend(_step_row(alarm.id or 0, st) for st in alarm.steps[-1:])
+                steps.extend(_step_values(alarm.id or 0, st) for st in alarm.steps[-1:])
                 events.extend(alarm.events)
                 alarm.events.clear()
-            s.add_all(steps)
+            if steps:
+                s.execute(insert(AlarmStepRow), steps)
             s.commit()
         done = int(time.time() * 1000)
         for _, _, alarm in new:
@@ -883,11 +886,11 @@ def _device_from_row(r: DeviceRow) -> Device:
                   rule_overrides=dict(r.rule_overrides or {}), registered_at=r.registered_at)
 
 
-def _alarm_row(a: Alarm) -> AlarmRow:
-    return AlarmRow(device_id=a.device_id, device_code=a.device_code, rule_code=a.rule_code, scene=a.scene,
-                    severity=a.severity.label, state=a.state.value, raised_at=a.raised_at, reading_at=a.reading_at,
-                    last_at=a.raised_at, grid_code=a.grid_code, lon=a.lon, lat=a.lat, value=a.value, count=a.count,
-                    message=a.message)
+def _alarm_values(a: Alarm) -> dict[str, Any]:
+    return {"device_id": a.device_id, "device_code": a.device_code, "rule_code": a.rule_code, "scene": a.scene,
+            "severity": a.severity.label, "state": a.state.value, "raised_at": a.raised_at,
+            "reading_at": a.reading_at, "last_at": a.raised_at, "grid_code": a.grid_code, "lon": a.lon,
+            "lat": a.lat, "value": a.value, "count": a.count, "message": a.message}
 
 
 def _alarm_from_row(r: AlarmRow) -> Alarm:
@@ -898,8 +901,12 @@ def _alarm_from_row(r: AlarmRow) -> Alarm:
                  cleared_at=r.cleared_at, case_id=r.case_id, reading_at=r.reading_at)
 
 
+def _step_values(alarm_id: int, st: AlarmStep) -> dict[str, Any]:
+    return {"alarm_id": alarm_id, "at": st.at, "action": st.action, "by": st.by, "note": st.note, "value": st.value}
+
+
 def _step_row(alarm_id: int, st: AlarmStep) -> AlarmStepRow:
-    return AlarmStepRow(alarm_id=alarm_id, at=st.at, action=st.action, by=st.by, note=st.note, value=st.value)
+    return AlarmStepRow(**_step_values(alarm_id, st))
 
 
 def now_utc() -> datetime:
