@@ -369,8 +369,8 @@ class ObservationStore:
         total = sum(n for _, n in claimed)
         id_list = ", ".join(map(str, ids))
         with self.engine.connect() as conn:
-            got = conn.exec_driver_sql(f"SELECT {_LOG_READ} FROM sensing_observation_log "
-                                       f"WHERE id IN ({id_list}) ORDER BY id").fetchall()
+            got = self._rows(conn, f"SELECT {_LOG_READ} FROM sensing_observation_log "
+                                   f"WHERE id IN ({id_list}) ORDER BY id")
         ds, t, v = merge_runs(*_joined(got, 0))
         # seq: unique per block for ever — the first log row's id, then the block's place in this compaction
         rows = block_rows(ds, t, v, seq0=ids[0] << 24)
@@ -576,8 +576,8 @@ class ObservationStore:
             # log into blocks, so they are read twice (and kept once), never missed.
             where, args = self._where(None, lo, hi, "min_time", "max_time", None)
             if wanted is None:
-                rows = conn.exec_driver_sql(f"SELECT {_LOG_READ} FROM sensing_observation_log"
-                                            + where + " ORDER BY id", tuple(args)).fetchall()
+                rows = self._rows(conn, f"SELECT {_LOG_READ} FROM sensing_observation_log"
+                                  + where + " ORDER BY id", tuple(args))
             else:
                 rows = self._log_rows_of(conn, wanted, where, tuple(args))
             parts.append(_joined(rows, 0))
@@ -586,8 +586,8 @@ class ObservationStore:
                 groups[i:i + 500] for i in range(0, len(groups), 500)]
             for chunk in chunks:
                 where, args = self._where(chunk, lo, hi, "start_time", "end_time", "stream_group")
-                rows = conn.exec_driver_sql(f"SELECT {_BLOCK_READ} FROM sensing_observation_blocks"
-                                            + where, tuple(args)).fetchall()
+                rows = self._rows(conn, f"SELECT {_BLOCK_READ} FROM sensing_observation_blocks" + where,
+                                  tuple(args))
                 parts.append(_joined(rows, 0))
         ds = np.concatenate([p[0] for p in parts])
         t = np.concatenate([p[1] for p in parts])
@@ -607,15 +607,25 @@ class ObservationStore:
         datastreams blob only (a quarter of its bytes; for runs, the distinct ids alone are looked at), then
         the whole of the rows that hold a wanted datastream. A compaction that deletes some of them in
         between has put their readings in blocks, which the caller reads afterwards."""
-        heads = conn.exec_driver_sql(f"SELECT id, n, datastreams FROM sensing_observation_log{where}",
-                                     args).fetchall()
+        heads = self._rows(conn, f"SELECT id, n, datastreams FROM sensing_observation_log{where}", args)
         hit = sorted(int(rid) for rid, n, dsb in heads if np.isin(_stream_ids(n, dsb), wanted).any())
         rows: list[Any] = []
         for i in range(0, len(hit), 1000):
-            rows.extend(conn.exec_driver_sql(
-                f"SELECT {_LOG_READ} FROM sensing_observation_log WHERE id IN ({', '.join(map(str, hit[i:i + 1000]))}) "
-                "ORDER BY id").fetchall())
+            rows.extend(self._rows(
+                conn, f"SELECT {_LOG_READ} FROM sensing_observation_log "
+                f"WHERE id IN ({', '.join(map(str, hit[i:i + 1000]))}) ORDER BY id"))
         return rows
+
+    def _rows(self, conn: Connection, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """A query's rows on `conn`. On PostgreSQL they come in binary format: the arrays arrive as the bytes
+        they are stored as, where the text format sends them hex-encoded (twice the bytes, encoded by the
+        server and decoded by the client) — measured on 16 MB of arrays, 70–98 ms of the client's CPU in text
+        against 13–29 ms in binary."""
+        if self.dialect != "postgresql":
+            return list(conn.exec_driver_sql(sql, tuple(args)).fetchall())
+        with conn.connection.driver_connection.cursor(binary=True) as cur:
+            cur.execute(sql, tuple(args) or None)
+            return cur.fetchall()
 
     @contextlib.contextmanager
     def _snapshot(self) -> Iterator[Connection]:
@@ -696,25 +706,25 @@ class ObservationStore:
             if wanted is not None:
                 # a few datastreams: the (max_time, id) of the rows that hold them, from their datastreams
                 # blobs alone, newest first; then those rows in pages
-                heads = [(int(mt), int(rid)) for mt, rid, n, dsb in conn.exec_driver_sql(
-                    "SELECT max_time, id, n, datastreams FROM sensing_observation_log").fetchall()
+                heads = [(int(mt), int(rid)) for mt, rid, n, dsb in self._rows(
+                    conn, "SELECT max_time, id, n, datastreams FROM sensing_observation_log")
                     if np.isin(_stream_ids(n, dsb), wanted).any()]
                 heads.sort(reverse=True)
             while True:
                 if wanted is not None:
                     ids = ", ".join(str(rid) for _, rid in heads[:page]) or "NULL"
                     heads = heads[page:]
-                    rows = conn.exec_driver_sql(
-                        f"SELECT max_time, id, {_LOG_READ} FROM sensing_observation_log WHERE id IN ({ids}) "
-                        f"ORDER BY max_time DESC, id DESC").fetchall()
+                    rows = self._rows(
+                        conn, f"SELECT max_time, id, {_LOG_READ} FROM sensing_observation_log WHERE id IN ({ids}) "
+                        f"ORDER BY max_time DESC, id DESC")
                 else:
                     where, args = "", ()
                     if after is not None:  # the next page by (max_time, id) descending
                         where = f" WHERE max_time < {ph} OR (max_time = {ph} AND id < {ph})"
                         args = (after[0], *after)
-                    rows = conn.exec_driver_sql(
-                        f"SELECT max_time, id, {_LOG_READ} FROM sensing_observation_log{where} "
-                        f"ORDER BY max_time DESC, id DESC LIMIT {page}", args).fetchall()
+                    rows = self._rows(
+                        conn, f"SELECT max_time, id, {_LOG_READ} FROM sensing_observation_log{where} "
+                        f"ORDER BY max_time DESC, id DESC LIMIT {page}", args)
                 kth = take(_joined(rows, 2))
                 # every unread log row's readings are no newer than the last row's max_time
                 if len(rows) < page or (kth is not None and kth > int(rows[-1][0])):
@@ -724,9 +734,9 @@ class ObservationStore:
             offset, page = 0, 64
             where, bargs = self._where(groups, None, None, "start_time", "end_time", "stream_group")
             while True:
-                rows = conn.exec_driver_sql(
-                    f"SELECT end_time, {_BLOCK_READ} FROM sensing_observation_blocks{where} "
-                    f"ORDER BY end_time DESC LIMIT {page} OFFSET {offset}", tuple(bargs)).fetchall()
+                rows = self._rows(
+                    conn, f"SELECT end_time, {_BLOCK_READ} FROM sensing_observation_blocks{where} "
+                    f"ORDER BY end_time DESC LIMIT {page} OFFSET {offset}", tuple(bargs))
                 kth = take(_joined(rows, 1))
                 offset += page
                 # every unread block ends no later than the last one read
