@@ -311,17 +311,9 @@ class ObservationStore:
                v.astype(_F8, copy=False).tobytes())
         sql = (f"INSERT INTO sensing_observation_log (n, min_time, max_time, datastreams, times, results) "
                f"VALUES ({', '.join([self.ph] * 6)})")
-        raw = self.engine.raw_connection()
-        try:
-            with self.writing:
-                cur = raw.cursor()
-                cur.execute(sql, row)
-                raw.commit()
-        except Exception:
-            raw.rollback()
-            raise
-        finally:
-            raw.close()
+        with self._write_transaction() as (raw, cur):
+            cur.execute(sql, row)
+            raw.commit()
         self.pending += int(ds.size)
 
     def compact(self, max_readings: int | None = None, wait: bool = False) -> int:
@@ -346,6 +338,20 @@ class ObservationStore:
             return moved
         finally:
             self._compacting.release()
+
+    @contextlib.contextmanager
+    def _write_transaction(self) -> Iterator[tuple[Any, Any]]:
+        """A raw connection and its cursor for one write transaction of the store, under `writing`: rolled
+        back if the body raises, given back to the pool after. The body commits (or rolls back) itself."""
+        raw = self.engine.raw_connection()
+        try:
+            with self.writing:
+                yield raw, raw.cursor()
+        except Exception:
+            raw.rollback()
+            raise
+        finally:
+            raw.close()
 
     def checkpoint(self) -> None:
         """SQLite: copy the WAL into the database file now, as far as readers allow, without waiting for
@@ -374,66 +380,50 @@ class ObservationStore:
         ds, t, v = merge_runs(*_joined(got, 0))
         # seq: unique per block for ever — the first log row's id, then the block's place in this compaction
         rows = block_rows(ds, t, v, seq0=ids[0] << 24)
-        raw = self.engine.raw_connection()
-        try:
-            with self.writing:
-                cur = raw.cursor()
-                if self.dialect != "postgresql":
-                    cur.execute("BEGIN IMMEDIATE")
-                cur.execute(f"DELETE FROM sensing_observation_claims WHERE log_id IN ({id_list}) "
-                            f"AND claimed_by = {self.ph}", (self.token,))
-                if cur.rowcount != len(ids):  # the lease ran out and another compactor took some of them
-                    raw.rollback()
-                    return 0
-                cur.execute(f"DELETE FROM sensing_observation_log WHERE id IN ({id_list})")
-                self._write_blocks(cur, rows)
-                raw.commit()
-            return total
-        except Exception:
-            raw.rollback()
-            raise
-        finally:
-            raw.close()
+        with self._write_transaction() as (raw, cur):
+            if self.dialect != "postgresql":
+                cur.execute("BEGIN IMMEDIATE")
+            cur.execute(f"DELETE FROM sensing_observation_claims WHERE log_id IN ({id_list}) "
+                        f"AND claimed_by = {self.ph}", (self.token,))
+            if cur.rowcount != len(ids):  # the lease ran out and another compactor took some of them
+                raw.rollback()
+                return 0
+            cur.execute(f"DELETE FROM sensing_observation_log WHERE id IN ({id_list})")
+            self._write_blocks(cur, rows)
+            raw.commit()
+        return total
 
     def _claim(self, limit: int) -> list[tuple[int, int]]:
         """Claim the oldest unclaimed log rows (or rows whose claim outlived the lease), at least one and up
         to `limit` readings: one short transaction. Returns (id, readings) of each row claimed."""
         now = int(time.time() * 1000)
         ph = self.ph
-        raw = self.engine.raw_connection()
-        try:
-            with self.writing:
-                cur = raw.cursor()
-                # free: unclaimed, claimed by this store before (a compaction of its own that failed; this
-                # store runs one at a time), or claimed by a compactor that outlived the lease
-                sql = (f"SELECT l.id, l.n FROM sensing_observation_log l LEFT JOIN sensing_observation_claims c "
-                       f"ON c.log_id = l.id WHERE c.log_id IS NULL OR c.claimed_by = {ph} OR c.claimed_at < {ph} "
-                       f"ORDER BY l.id LIMIT 1024")
-                args = (self.token, now - CLAIM_LEASE_MS)
-                if self.dialect == "postgresql":
-                    cur.execute(sql + " FOR UPDATE OF l SKIP LOCKED", args)
-                else:
-                    cur.execute("BEGIN IMMEDIATE")
-                    cur.execute(sql, args)
-                out: list[tuple[int, int]] = []
-                total = 0
-                for rid, n in cur.fetchall():
-                    if total >= limit:
-                        break
-                    out.append((int(rid), int(n)))
-                    total += int(n)
-                if out:
-                    id_list = ", ".join(str(i) for i, _ in out)
-                    cur.execute(f"DELETE FROM sensing_observation_claims WHERE log_id IN ({id_list})")
-                    cur.executemany(f"INSERT INTO sensing_observation_claims (log_id, claimed_by, claimed_at) "
-                                    f"VALUES ({ph}, {ph}, {ph})", [(i, self.token, now) for i, _ in out])
-                raw.commit()
-                return out
-        except Exception:
-            raw.rollback()
-            raise
-        finally:
-            raw.close()
+        with self._write_transaction() as (raw, cur):
+            # free: unclaimed, claimed by this store before (a compaction of its own that failed; this
+            # store runs one at a time), or claimed by a compactor that outlived the lease
+            sql = (f"SELECT l.id, l.n FROM sensing_observation_log l LEFT JOIN sensing_observation_claims c "
+                   f"ON c.log_id = l.id WHERE c.log_id IS NULL OR c.claimed_by = {ph} OR c.claimed_at < {ph} "
+                   f"ORDER BY l.id LIMIT 1024")
+            args = (self.token, now - CLAIM_LEASE_MS)
+            if self.dialect == "postgresql":
+                cur.execute(sql + " FOR UPDATE OF l SKIP LOCKED", args)
+            else:
+                cur.execute("BEGIN IMMEDIATE")
+                cur.execute(sql, args)
+            out: list[tuple[int, int]] = []
+            total = 0
+            for rid, n in cur.fetchall():
+                if total >= limit:
+                    break
+                out.append((int(rid), int(n)))
+                total += int(n)
+            if out:
+                id_list = ", ".join(str(i) for i, _ in out)
+                cur.execute(f"DELETE FROM sensing_observation_claims WHERE log_id IN ({id_list})")
+                cur.executemany(f"INSERT INTO sensing_observation_claims (log_id, claimed_by, claimed_at) "
+                                f"VALUES ({ph}, {ph}, {ph})", [(i, self.token, now) for i, _ in out])
+            raw.commit()
+            return out
 
     def _write_blocks(self, cur: Any, rows: Sequence[tuple[Any, ...]]) -> None:
         """Insert block rows in the caller's transaction: COPY BINARY on PostgreSQL, multi-row INSERTs on SQLite."""
@@ -493,45 +483,37 @@ class ObservationStore:
         small, enough = BLOCK_MAX // 4, BLOCK_MAX // 2
         pg = self.dialect == "postgresql"
         ph = self.ph
-        raw = self.engine.raw_connection()
-        try:
-            with self.writing:
-                cur = raw.cursor()
-                if not pg:
-                    cur.execute("BEGIN IMMEDIATE")
-                cur.execute("SELECT stream_group, start_time, seq, n, start_time, datastreams, times, results "
-                            f"FROM sensing_observation_blocks WHERE stream_group IN ({', '.join(map(str, groups))}) "
-                            f"AND n < {small} ORDER BY stream_group, seq" + (" FOR UPDATE SKIP LOCKED" if pg else ""))
-                by_group: dict[int, list[Any]] = {}
-                for r in cur.fetchall():
-                    by_group.setdefault(int(r[0]), []).append(r)
-                todo = [rs for rs in by_group.values() if len(rs) > 1 and sum(int(r[3]) for r in rs) >= enough]
-                if not todo:
-                    raw.rollback()
-                    return 0
-                # seq: unique for ever, as compaction's — an id of the log's own sequence, never a log row's
-                base = self._take_log_id(cur) << 24
-                new: list[tuple[Any, ...]] = []
-                merged = 0
-                for rs in todo:
-                    # each block is sorted; merge_runs merges them and keeps the first stored of equal keys
-                    ds, t, v = merge_runs(*_joined(rs, 3))
-                    k = -(-int(ds.size) // BLOCK_MAX)
-                    cuts = (np.arange(k + 1) * int(ds.size)) // k  # k equal blocks, not full ones and a stub
-                    for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
-                        new.extend(block_rows(ds[a:b], t[a:b], v[a:b], base + len(new)))
-                    merged += sum(int(r[3]) for r in rs)
-                cur.executemany(f"DELETE FROM sensing_observation_blocks WHERE stream_group = {ph} "
-                                f"AND start_time = {ph} AND seq = {ph}",
-                                [(int(r[0]), int(r[1]), int(r[2])) for rs in todo for r in rs])
-                self._write_blocks(cur, new)
-                raw.commit()
-                return merged
-        except Exception:
-            raw.rollback()
-            raise
-        finally:
-            raw.close()
+        with self._write_transaction() as (raw, cur):
+            if not pg:
+                cur.execute("BEGIN IMMEDIATE")
+            cur.execute("SELECT stream_group, start_time, seq, n, start_time, datastreams, times, results "
+                        f"FROM sensing_observation_blocks WHERE stream_group IN ({', '.join(map(str, groups))}) "
+                        f"AND n < {small} ORDER BY stream_group, seq" + (" FOR UPDATE SKIP LOCKED" if pg else ""))
+            by_group: dict[int, list[Any]] = {}
+            for r in cur.fetchall():
+                by_group.setdefault(int(r[0]), []).append(r)
+            todo = [rs for rs in by_group.values() if len(rs) > 1 and sum(int(r[3]) for r in rs) >= enough]
+            if not todo:
+                raw.rollback()
+                return 0
+            # seq: unique for ever, as compaction's — an id of the log's own sequence, never a log row's
+            base = self._take_log_id(cur) << 24
+            new: list[tuple[Any, ...]] = []
+            merged = 0
+            for rs in todo:
+                # each block is sorted; merge_runs merges them and keeps the first stored of equal keys
+                ds, t, v = merge_runs(*_joined(rs, 3))
+                k = -(-int(ds.size) // BLOCK_MAX)
+                cuts = (np.arange(k + 1) * int(ds.size)) // k  # k equal blocks, not full ones and a stub
+                for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
+                    new.extend(block_rows(ds[a:b], t[a:b], v[a:b], base + len(new)))
+                merged += sum(int(r[3]) for r in rs)
+            cur.executemany(f"DELETE FROM sensing_observation_blocks WHERE stream_group = {ph} "
+                            f"AND start_time = {ph} AND seq = {ph}",
+                            [(int(r[0]), int(r[1]), int(r[2])) for rs in todo for r in rs])
+            self._write_blocks(cur, new)
+            raw.commit()
+            return merged
 
     def _take_log_id(self, cur: Any) -> int:
         """Take the next id of the log's id sequence inside the caller's write transaction, so that no log
@@ -761,39 +743,31 @@ class ObservationStore:
         to drop (a mask) and may change values in place. One transaction; returns the readings dropped."""
         self.compact(wait=True)  # what is to change must be in blocks
         ph = self.ph
-        raw = self.engine.raw_connection()
-        try:
-            with self.writing:
-                cur = raw.cursor()
-                if self.dialect != "postgresql":
-                    cur.execute("BEGIN IMMEDIATE")
-                # PostgreSQL: lock what is rewritten, so a concurrent `merge_small` skips it (else both could
-                # write its readings anew)
-                cur.execute("SELECT stream_group, start_time, seq, n, datastreams, times, results "
-                            "FROM sensing_observation_blocks" + where
-                            + (" FOR UPDATE" if self.dialect == "postgresql" else ""), args)
-                dropped = 0
-                for grp, start, seq, n, dsb, tb, vb in cur.fetchall():
-                    d, t, v = (a.copy() for a in decode(n, start, dsb, tb, vb))
-                    before = v.copy()
-                    drop = change(d, t, v)
-                    if not drop.any() and np.array_equal(before, v, equal_nan=True):
-                        continue
-                    dropped += int(drop.sum())
-                    cur.execute(f"DELETE FROM sensing_observation_blocks WHERE stream_group = {ph} "
-                                f"AND start_time = {ph} AND seq = {ph}", (int(grp), int(start), int(seq)))
-                    keep = ~drop
-                    if keep.any():
-                        new = block_rows(d[keep], t[keep], v[keep], int(seq))
-                        cur.executemany(f"INSERT INTO sensing_observation_blocks {_BLOCK_COLS} VALUES "
-                                        f"({', '.join([ph] * 8)})", new)
-                raw.commit()
-                return dropped
-        except Exception:
-            raw.rollback()
-            raise
-        finally:
-            raw.close()
+        with self._write_transaction() as (raw, cur):
+            if self.dialect != "postgresql":
+                cur.execute("BEGIN IMMEDIATE")
+            # PostgreSQL: lock what is rewritten, so a concurrent `merge_small` skips it (else both could
+            # write its readings anew)
+            cur.execute("SELECT stream_group, start_time, seq, n, datastreams, times, results "
+                        "FROM sensing_observation_blocks" + where
+                        + (" FOR UPDATE" if self.dialect == "postgresql" else ""), args)
+            dropped = 0
+            for grp, start, seq, n, dsb, tb, vb in cur.fetchall():
+                d, t, v = (a.copy() for a in decode(n, start, dsb, tb, vb))
+                before = v.copy()
+                drop = change(d, t, v)
+                if not drop.any() and np.array_equal(before, v, equal_nan=True):
+                    continue
+                dropped += int(drop.sum())
+                cur.execute(f"DELETE FROM sensing_observation_blocks WHERE stream_group = {ph} "
+                            f"AND start_time = {ph} AND seq = {ph}", (int(grp), int(start), int(seq)))
+                keep = ~drop
+                if keep.any():
+                    new = block_rows(d[keep], t[keep], v[keep], int(seq))
+                    cur.executemany(f"INSERT INTO sensing_observation_blocks {_BLOCK_COLS} VALUES "
+                                    f"({', '.join([ph] * 8)})", new)
+            raw.commit()
+            return dropped
 
     def purge_before(self, cutoff_ms: int) -> int:
         """The retention policy: delete observations older than the cutoff (whole blocks at once; a block
