@@ -142,6 +142,9 @@ class _Spy:
         self.devices: set[str] = set()
         self.batch_sizes: list[int] = []
 
+    def known_codes(self) -> Any:
+        return self.real.known_codes()
+
     def ingest_columns(self, cols: Any, received: int, now: Any = None) -> Any:
         self.devices.update(cols.device)
         self.batch_sizes.append(len(cols.device))

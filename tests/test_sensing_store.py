@@ -21,6 +21,7 @@ import orjson
 import pytest
 
 from zhizhi.adapters import observations_store as store_mod
+from zhizhi.domain.errors import ValidationFailed
 from zhizhi.sensing import ingest as ing
 from zhizhi.sensing.simulator import make_devices
 
@@ -56,6 +57,63 @@ def test_fast_decoding_gives_the_same_columns_as_the_general_path(body: bytes) -
     assert fast.item.tolist() == slow.item.tolist()
     gz, _ = ing.decode_columns(gzip.compress(body))
     assert gz.device == fast.device
+
+
+@pytest.mark.parametrize("body", [
+    b'[{"device": "A", "quantity": "methane", "value": 1.5, "time": 1795399200000},'
+    b' {"device": "B", "quantity": "fall", "value": true, "time": "2026-11-23T10:00:00"}]',
+    b'{"device": "A", "quantity": "methane", "value": 2}\n{"device": "B", "quantity": "methane", "value": 3}\n',
+    # not compiled in: a new device, an unknown quantity, a code of another type, a `values` item, not JSON
+    b'[{"device": "A", "quantity": "methane", "value": 1}, {"device": "NEW", "quantity": "methane", "value": 2}]',
+    b'[{"device": "A", "quantity": "weight", "value": 1}]',
+    b'[{"device": 7, "quantity": "methane", "value": 1}]',
+    b'[{"device": "A", "time": 7, "values": {"methane": 1}}]',
+    b'[{"device": "A", "quantity": "methane", "value": 1}',
+])
+def test_the_known_codes_decoder_gives_the_same_columns_and_the_index_s_own_strings(body: bytes) -> None:
+    index = {code: i for i, code in enumerate("".join([c, ""]) for c in ("A", "B", "C"))}
+    known = ing.KnownCodes(list(index), ["methane", "fall"])
+    assert known.size == 3
+    try:
+        plain, n_plain = ing.decode_columns(body)
+    except ValidationFailed:  # not JSON: the known decoder must fail the same way
+        with pytest.raises(ValidationFailed):
+            ing.decode_columns(body, known=known)
+        return
+    cols, n = ing.decode_columns(body, known=known)
+    assert n == n_plain
+    assert (cols.device, cols.quantity, cols.time, cols.value, cols.malformed) == \
+        (plain.device, plain.quantity, plain.time, plain.value, plain.malformed)
+    compiled = b'"values"' not in body and all(d in index for d in cols.device if isinstance(d, str)) and \
+        all(isinstance(d, str) for d in cols.device) and set(cols.quantity) <= {"methane", "fall"}
+    keys = {id(k) for k in index}
+    assert all(id(d) in keys for d in cols.device) == compiled  # the very objects, found by identity
+    assert compiled == (body.count(b"NEW") + body.count(b"weight") + body.count(b"values") + body.count(b": 7") == 0)
+
+
+def test_readings_of_devices_registered_since_the_decoder_was_built_are_accepted(app: Any) -> None:
+    sensing = app.sensing
+    first = _methane_devices(app, 3, "KN")
+    known = sensing.known_codes()
+    assert known is not None and known.size == len(sensing.devices)
+    late = _methane_devices(app, 2, "KL")  # a small registration: not rebuilt at once
+    assert sensing.known_codes() is known
+    now = app.clock.now()
+    t = int((now - timedelta(minutes=1)).timestamp() * 1000)
+    body = orjson.dumps([{"device": c, "quantity": "methane", "value": 1.0, "time": t} for c in first + late]
+                        + [{"device": "KX-none", "quantity": "methane", "value": 1.0, "time": t}])
+    rep = sensing.ingest_body(body, now=now)
+    assert rep.accepted == 5 and rep.reasons == {"unknown-device": 1}
+    assert [e["device"] for e in rep.errors] == ["KX-none"]
+    rebuilt = sensing.known_codes(rebuild=True)
+    assert rebuilt is not known and rebuilt is not None and rebuilt.size == len(sensing.devices)
+    cols, _ = ing.decode_columns(body, known=rebuilt)
+    assert cols.device[:5] == first + late  # still decoded (the last code is not known: plain decoder)
+    big = make_devices(1000, BBOX, seed=3, prefix="KB")
+    for d in big:
+        d.type, d.scene = "methane_detector", "septic_tank"
+    sensing.register(big)  # an import rebuilds it
+    assert sensing.known_codes() is not rebuilt and sensing.known_codes().size == len(sensing.devices)
 
 
 def test_a_shuffled_batch_is_stored_whole_in_key_order_and_duplicates_are_refused(app: Any) -> None:

@@ -15,15 +15,21 @@ building a dict per item and makes the columns with four tight comprehensions. A
 else (a ``values`` item, a wrong type, a missing key) makes the typed decoder refuse the
 whole body, and the body then takes the general path (`decode_body` + `flatten`), which
 finds the bad items one by one. Both paths give the same `Columns`.
+
+A service first tries its own typed decoder (`KnownCodes`), whose device and quantity fields are
+Literals of the codes it knows: msgspec then returns the index's own string objects, and the
+device look-up finds them by identity instead of hashing and comparing each new string.
 """
 
 from __future__ import annotations
 
 import gzip
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import repeat
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -105,30 +111,79 @@ class _Reading(msgspec.Struct, gc=False):
     time: int | float | str | None = None
 
 
-_ARRAY = msgspec.json.Decoder(list[_Reading])
-_LINE = msgspec.json.Decoder(_Reading)
+class _Typed:
+    """The two typed decoders (a JSON array, one object per line) of one reading struct type."""
+
+    def __init__(self, struct: type) -> None:
+        self.array = msgspec.json.Decoder(list[struct])  # type: ignore[valid-type]
+        self.line = msgspec.json.Decoder(struct)
+
+    def rows(self, text: bytes, content_type: str) -> list[Any]:
+        if _is_ndjson(text, content_type):
+            return self.line.decode_lines(text)
+        if text[:1] == b"[":
+            return self.array.decode(text)
+        return [self.line.decode(text)]
 
 
-def decode_columns(body: bytes, content_type: str = "", content_encoding: str = "", offset: int = 0
-                   ) -> tuple[Columns, int]:
+_PLAIN = _Typed(_Reading)
+
+#: Most device codes compiled into a `KnownCodes` decoder: a million cost about 2 s and 180 MB to compile.
+KNOWN_MAX = 1_000_000
+
+
+def _literal(values: Sequence[str]) -> Any:
+    """`Literal[values]` built past typing's cache where the running Python allows: that cache (128 entries)
+    would keep every code list ever compiled alive, and for an equal list hand back the Literal of an
+    earlier build, whose string objects are no longer the index's keys."""
+    uncached = getattr(getattr(Literal, "_getitem", None), "__wrapped__", None)
+    if uncached is not None:
+        return uncached(Literal, *values)
+    return Literal[tuple(values)]  # pragma: no cover - a Python whose typing is built otherwise
+
+
+class KnownCodes:
+    """A typed decoder whose device and quantity fields are Literals of the codes known, built per service.
+
+    Why: a code decoded as a plain str is a new string object, and looking it up in the device index
+    hashes it and compares it with the key stored there — a cache miss per reading into a table of
+    100,000 or more entries, measured at 250–300 ns a reading with the quantity's look-up, more than
+    decoding the reading. Decoded against a Literal, msgspec hands back the very string object that
+    the Literal was built from (the index's own key), so the index finds it by identity, its hash cached.
+
+    A body naming a code that was not compiled in (a device registered since, a typo, a number) fails
+    this decoder and is decoded again by the plain one: never refused for it, only not faster.
+    """
+
+    def __init__(self, devices: Sequence[str], quantities: Sequence[str]) -> None:
+        started = time.perf_counter()
+        self.size = len(devices)
+        struct = msgspec.defstruct("_KnownReading", [
+            ("device", _literal(devices)), ("quantity", _literal(quantities)),
+            ("value", float | bool), ("time", int | float | str | None, None)], gc=False)
+        self.typed = _Typed(struct)
+        self.build_seconds = time.perf_counter() - started
+        self.built_at = time.monotonic()
+
+
+def decode_columns(body: bytes, content_type: str = "", content_encoding: str = "", offset: int = 0,
+                   known: KnownCodes | None = None) -> tuple[Columns, int]:
     """(columns, number of items) of a request or message body — the fast typed path when the body allows it.
 
-    The typed decoder is tried only when no item can carry ``values`` (the bytes ``"values"``
-    do not occur at all), since it would silently ignore that key; on any refusal the body goes
-    the general way, so an odd body is never worse off than before, only not faster.
+    The typed decoders are tried only when no item can carry ``values`` (the bytes ``"values"``
+    do not occur at all), since they would silently ignore that key: first the one of the `known`
+    codes, then the plain one; a body that is not JSON, or that neither accepts, goes the general
+    way, so an odd body is never worse off than before, only not faster.
     """
     text = _gunzip(body, content_encoding).strip()
     if text and b'"values"' not in text:
-        try:
-            if _is_ndjson(text, content_type):
-                rows = _LINE.decode_lines(text)
-            elif text[:1] == b"[":
-                rows = _ARRAY.decode(text)
-            else:
-                rows = [_LINE.decode(text)]
-        except (msgspec.ValidationError, msgspec.DecodeError):
-            rows = None
-        if rows is not None:
+        for typed in (known.typed, _PLAIN) if known is not None else (_PLAIN,):
+            try:
+                rows = typed.rows(text, content_type)
+            except msgspec.ValidationError:
+                continue  # a code not known, or a value of another type: the next decoder, or the general path
+            except msgspec.DecodeError:
+                break  # not JSON: the general path reports where
             cols = Columns(np.arange(offset, offset + len(rows), dtype=np.int64), [r.device for r in rows],
                            [r.quantity for r in rows], [r.time for r in rows], [r.value for r in rows], [])
             return cols, len(rows)

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import paho.mqtt.client as mqtt
 
 from zhizhi.domain.errors import ValidationFailed
-from zhizhi.sensing.ingest import Columns, decode_columns, flatten
+from zhizhi.sensing.ingest import Columns, KnownCodes, decode_columns, flatten
 
 if TYPE_CHECKING:
     from zhizhi.sensing.service import SensingService
@@ -106,12 +106,14 @@ def items_from_message(topic: str, payload: bytes) -> list[Any]:
     return items
 
 
-def columns_from_message(topic: str, payload: bytes, offset: int = 0) -> tuple[Columns, int]:
-    """(columns, items) of one message: batch and partition payloads take the typed fast path."""
+def columns_from_message(topic: str, payload: bytes, offset: int = 0, known: KnownCodes | None = None
+                         ) -> tuple[Columns, int]:
+    """(columns, items) of one message: batch and partition payloads take the typed fast path (`known`: the
+    service's decoder of the codes it knows, see `SensingService.known_codes`)."""
     if topic.split("/")[2:3] == ["obs"]:
         items = items_from_message(topic, payload)
         return flatten(items, offset), len(items)
-    return decode_columns(payload, offset=offset)
+    return decode_columns(payload, offset=offset, known=known)
 
 
 @dataclass
@@ -177,7 +179,7 @@ class Consumer:
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
         """Decode on arrival (the network thread), so decoding overlaps with the worker's commit."""
         try:
-            cols, n = columns_from_message(msg.topic, msg.payload, self._offset)
+            cols, n = columns_from_message(msg.topic, msg.payload, self._offset, self.service.known_codes())
             self._offset += n
         except (ValidationFailed, UnicodeDecodeError, ValueError) as exc:
             log.warning("refused MQTT message on %s: %s", msg.topic, exc)
