@@ -133,7 +133,10 @@ class CaseRepository:
         if new_entries:
             # The timeline is append-only and nothing reads the new ids back, so a plain
             # executemany INSERT does (no RETURNING, one statement text for the driver to parse).
-            self.session.execute(insert(CaseEventRow), new_entries)
+            # Into the table, not the mapped class: the ORM's bulk insert leaves out None values and so
+            # cut a batch into one statement per run of entries alike (a case's report, register and
+            # dispatch differ), 101 statements for 200 entries of 50 alarm cases on PostgreSQL.
+            self.session.execute(insert(CaseEventRow.__table__), new_entries)
 
     def unsaved_entries(self) -> dict[int, list[TimelineEntry]]:
         """Timeline entries of tracked cases that `save_all` has not written yet (for the audit hook)."""

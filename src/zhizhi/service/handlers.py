@@ -242,7 +242,9 @@ def _dispatch_as_asked(case: Case, cmd: ReportCase, ctx: Context, now: datetime)
         case.dispatch(now, SYSTEM, cmd.dispatch_department, level, due,
                       f"按感知场景策略派遣至{department.name_zh}，限时 {cmd.deadline_minutes} 分钟",
                       reason={"by": "scene_policy", "deadline_minutes": cmd.deadline_minutes})
-        case.events[:] = [e for e in case.events if not isinstance(e, ev.CaseRegistered)]
+        # Reported, registered and dispatched in one step: nothing is left for triage (which would load
+        # the case again only to find it dispatched) nor for the registration's follow-up.
+        case.events[:] = [e for e in case.events if not isinstance(e, ev.CaseRegistered | ev.CaseReported)]
     except Exception as exc:  # unknown department or level: leave it to triage
         log.warning("case %s not dispatched by policy: %s", case.id, exc)
 
