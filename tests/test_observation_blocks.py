@@ -241,6 +241,49 @@ def test_narrow_data_goes_back_to_the_row_table_on_downgrade(database_url: str) 
     engine.dispose()
 
 
+def test_the_arrays_are_compressed_with_lz4_on_postgresql_and_read_back(database_url: str) -> None:
+    """Migration 0011: on PostgreSQL the log's and the blocks' arrays are compressed with LZ4 where the server
+    has it, and come back exactly; its downgrade stores them uncompressed again, as 0007 did.
+    SQLite stores them as they are (the blob is the encoded array, byte for byte)."""
+    from alembic import command
+
+    engine = db.make_engine(database_url)
+    db.upgrade(engine)
+    store = ObservationStore(engine)
+    rng = np.random.default_rng(21)
+    ds = np.repeat(np.arange(1, 101, dtype=np.int64), 500)  # compressible, as a city's ids and times are
+    t = T0 + np.tile(np.arange(500, dtype=np.int64) * 60_000, 100)
+    v = np.round(rng.normal(10, 3, ds.size), 2)
+    store.insert(ds, t, v)
+    store.insert(ds, t + 500 * 60_000, v)
+    store.compact(max_readings=ds.size)  # one row compacted into blocks, one left in the log
+    want = _model([(ds, t, v), (ds, t + 500 * 60_000, v)])
+    assert _all(store) == want
+    if engine.dialect.name != "postgresql":
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT length(times) FROM sensing_observation_log")).scalar() == 4 * ds.size
+        engine.dispose()
+        return
+    check = text("SELECT c.relname, a.attname, a.attstorage::text || a.attcompression::text "
+                 "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+                 "WHERE c.relname IN ('sensing_observation_log', 'sensing_observation_blocks') "
+                 "AND a.attname IN ('datastreams', 'times', 'results')")
+    with engine.connect() as conn:
+        has_lz4 = conn.execute(text("SELECT 'lz4' = ANY(enumvals) FROM pg_settings "
+                                    "WHERE name = 'default_toast_compression'")).scalar()
+        got = {(r[0], r[1]): r[2] for r in conn.execute(check)}
+        methods = {r[0] for r in conn.execute(text(
+            "SELECT pg_column_compression(times) FROM sensing_observation_log UNION "
+            "SELECT pg_column_compression(times) FROM sensing_observation_blocks"))}
+    assert len(got) == 6 and set(got.values()) == ({"xl"} if has_lz4 else {"e"})  # extended + lz4, or external
+    assert methods == ({"lz4"} if has_lz4 else {None})
+    command.downgrade(db.alembic_config(engine), "0010")
+    with engine.connect() as conn:
+        assert {r[2] for r in conn.execute(check)} == {"e"}
+    assert _all(store) == want  # rows compressed before stay readable
+    engine.dispose()
+
+
 @pytest.mark.parametrize(("ids", "size"), [
     (np.repeat(np.arange(5, 69, dtype=np.int64), 40), 1 + 12 * 64),  # few long runs: run-length
     (np.arange(1000, 5000, dtype=np.int64), 4 * 4000),               # all distinct, small: int32
