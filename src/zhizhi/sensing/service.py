@@ -668,11 +668,10 @@ class SensingService:
                     cleared.append(alarm)
         events: list[Any] = []
         with self.sessions() as s:
-            # Core INSERTs with RETURNING (one statement per few hundred rows), not ORM objects: building and
-            # flushing an AlarmRow and an AlarmStepRow per alarm cost 0.7 ms an alarm, which an alarm storm
-            # (a rainstorm floods a district's water-level sensors at once) multiplies by thousands.
-            # Into the tables, not the mapped classes: the ORM's bulk insert leaves out None values and cuts a
-            # batch into a statement per run of rows alike.
+            # Core INSERTs into the tables with RETURNING (one statement per few hundred rows), not ORM objects:
+            # building and flushing an AlarmRow and an AlarmStepRow per alarm cost 0.7 ms an alarm, which an
+            # alarm storm (a rainstorm floods a district's water-level sensors at once) multiplies by thousands.
+            # (Not through the mapped classes either: see `CaseRepository.add_many`.)
             alarms_t = AlarmRow.__table__
             ids = s.execute(insert(alarms_t).returning(alarms_t.c.id, sort_by_parameter_order=True),
                             [_alarm_values(a) for _, _, a in new]).scalars().all() if new else []
